@@ -1,0 +1,219 @@
+//! The exchange API: HTTPS with client certificates (rustls), HTTP/1.1 and
+//! HTTP/2 (hyper). Every request is identified by its certificate, checked
+//! against its case and the policy plan, audited durably, and only then
+//! answered; data responses are sealed.
+
+mod routes;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::audit::AuditLog;
+use crate::catalog::{Agency, Catalog, SubjectKind};
+use crate::policy::PolicySet;
+use crate::policy::cases::CaseBook;
+use crate::seal::Signer;
+use crate::store::LoadedTable;
+
+pub use routes::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("tls: {path}: {reason}")]
+    Tls { path: String, reason: String },
+    #[error("listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct AppState {
+    pub catalog: Arc<Catalog>,
+    pub policy: Arc<PolicySet>,
+    pub cases: CaseBook,
+    /// Golden tables by subject kind, as loaded at start.
+    pub tables: HashMap<SubjectKind, Arc<LoadedTable>>,
+    pub audit: Arc<AuditLog>,
+    pub signer: Arc<dyn Signer>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+/// Who is calling, from the client certificate of the connection.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// `None` when the certificate is valid but names no known agency.
+    pub agency: Option<Agency>,
+    /// Common name and SHA-256 fingerprint of the client certificate.
+    pub certificate: String,
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ServeError> {
+    let err = |reason: String| ServeError::Tls {
+        path: path.display().to_string(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no certificate in file".into()));
+    }
+    Ok(certs)
+}
+
+/// A rustls server config requiring client certificates issued by the CA
+/// in `ca_path`. TLS 1.3 only unless `allow_tls12`.
+pub fn tls_config(
+    ca_path: &Path,
+    cert_path: &Path,
+    key_path: &Path,
+    allow_tls12: bool,
+) -> Result<rustls::ServerConfig, ServeError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_certs(ca_path)? {
+        roots.add(c).map_err(|e| ServeError::Tls {
+            path: ca_path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| ServeError::Tls {
+            path: ca_path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| ServeError::Tls {
+        path: key_path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let versions: &[&'static rustls::SupportedProtocolVersion] = if allow_tls12 {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13]
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| ServeError::Tls {
+            path: cert_path.display().to_string(),
+            reason: e.to_string(),
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(read_certs(cert_path)?, key)
+        .map_err(|e| ServeError::Tls {
+            path: cert_path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Identify the agency behind a verified client certificate.
+fn identify(catalog: &Catalog, certs: Option<&[CertificateDer<'_>]>) -> Caller {
+    let Some(der) = certs.and_then(|c| c.first()) else {
+        return Caller {
+            agency: None,
+            certificate: String::new(),
+        };
+    };
+    let fingerprint =
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, der.as_ref()).as_ref());
+    let cn = x509_parser::parse_x509_certificate(der.as_ref())
+        .ok()
+        .and_then(|(_, cert)| {
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    Caller {
+        agency: catalog.agency_by_certificate_name(&cn).cloned(),
+        certificate: format!("{cn}:{fingerprint}"),
+    }
+}
+
+/// Serve on `listener` until `shutdown` resolves; then stop accepting,
+/// drain open connections (up to 10 s) and flush the audit log.
+pub async fn run(
+    listener: TcpListener,
+    tls: rustls::ServerConfig,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, error = %e, "tls handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "tls handshake timed out");
+                        return;
+                    }
+                };
+            let caller = Arc::new(identify(
+                &state.catalog,
+                tls.get_ref().1.peer_certificates(),
+            ));
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                let caller = caller.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(routes::handle(state, caller, req).await)
+                }
+            });
+            let conn = builder
+                .serve_connection(TokioIo::new(tls), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("shutting down: draining connections");
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 10 s; closing");
+    }
+    state.audit.shutdown();
+    Ok(())
+}

@@ -1,0 +1,885 @@
+//! Routes under `/v1`, the one error shape, and the request tail every
+//! answered request goes through: audit (durable) → seal → respond.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{AppState, Caller};
+use crate::audit::{AuditEntry, AuditFilter, AuditSink};
+use crate::catalog::{Agency, SubjectKind};
+use crate::ingest::{SUFFIX_AS_OF, SUFFIX_RECORD, SUFFIX_SOURCE, subject_key};
+use crate::policy::cases::{Applicant, CaseError};
+use crate::policy::{Access, FieldDecision, Refusal, authorize_lookup, check_case, mask::mask};
+use crate::seal;
+use crate::store::LoadedTable;
+
+/// A refused or failed request: status, stable code, clear message.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub withheld: Vec<(String, String)>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            withheld: Vec::new(),
+        }
+    }
+}
+
+/// The one place where policy refusals become HTTP statuses.
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        let status = match r.code {
+            "case_not_found" | "unknown_dataset" => StatusCode::NOT_FOUND,
+            "unknown_field" => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::FORBIDDEN,
+        };
+        ApiError {
+            status,
+            code: r.code,
+            message: r.reason,
+            withheld: r.withheld,
+        }
+    }
+}
+
+impl From<CaseError> for ApiError {
+    fn from(e: CaseError) -> Self {
+        match e {
+            CaseError::Exists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "case_exists", e.to_string())
+            }
+            CaseError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "case_not_found", e.to_string())
+            }
+            CaseError::OtherAgency(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "case_not_yours", e.to_string())
+            }
+            CaseError::AlreadyClosed(_) => {
+                ApiError::new(StatusCode::CONFLICT, "case_closed", e.to_string())
+            }
+            CaseError::Journal { .. } => {
+                tracing::error!(error = %e, "case journal write failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the case journal cannot be written; try again later",
+                )
+            }
+        }
+    }
+}
+
+/// What a route produced: status, JSON body, whether to seal it.
+struct Reply {
+    status: StatusCode,
+    body: Value,
+    sealed: bool,
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).expect("a JSON value serialises");
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn error_body(e: &ApiError) -> Value {
+    let mut err = json!({ "code": e.code, "message": e.message });
+    if !e.withheld.is_empty() {
+        err["withheld"] = withheld_json(&e.withheld);
+    }
+    json!({ "error": err })
+}
+
+fn withheld_json(w: &[(String, String)]) -> Value {
+    Value::Array(
+        w.iter()
+            .map(|(f, r)| json!({ "field": f, "reason": r }))
+            .collect(),
+    )
+}
+
+/// Entry point for every request on every connection.
+pub async fn handle(
+    state: Arc<AppState>,
+    caller: Arc<Caller>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    // Liveness and the public seal key carry no data and are not audited.
+    match (&method, path.as_str()) {
+        (&Method::GET, "/v1/health") => {
+            return json_response(StatusCode::OK, &json!({ "status": "ok" }));
+        }
+        (&Method::GET, "/v1/seal/key") => {
+            let mut r = json_response(
+                StatusCode::OK,
+                &json!({ "key": seal::public_key_file_contents(state.signer.as_ref()) }),
+            );
+            r.headers_mut()
+                .insert("cache-control", HeaderValue::from_static("max-age=3600"));
+            return r;
+        }
+        _ => {}
+    }
+    let officer = req
+        .headers()
+        .get("x-officer")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut entry = AuditEntry {
+        time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        agency: caller
+            .agency
+            .as_ref()
+            .map(|a| a.id.clone())
+            .unwrap_or_else(|| "unknown".into()),
+        officer,
+        certificate: caller.certificate.clone(),
+        method: method.to_string(),
+        route: route_template(&path),
+        ..AuditEntry::default()
+    };
+    let timeout = state.request_timeout;
+    let result =
+        match tokio::time::timeout(timeout, dispatch(&state, &caller, req, &mut entry)).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request took too long",
+            )),
+        };
+    let (status, mut body, sealed) = match result {
+        Ok(r) => {
+            entry.decision = "allow".into();
+            (r.status, r.body, r.sealed)
+        }
+        Err(e) => {
+            entry.decision = if e.status == StatusCode::FORBIDDEN {
+                "deny"
+            } else {
+                "error"
+            }
+            .into();
+            entry.code = Some(e.code.to_string());
+            entry.reason = Some(e.message.clone());
+            if !e.withheld.is_empty() {
+                entry.fields_withheld = e.withheld.iter().map(|(f, _)| f.clone()).collect();
+            }
+            (e.status, error_body(&e), false)
+        }
+    };
+    entry.status = status.as_u16();
+    let canonical = seal::canonical_json(&body);
+    entry.response_sha256 = Some(hex::encode(
+        ring::digest::digest(&ring::digest::SHA256, &canonical).as_ref(),
+    ));
+    entry.bytes_out = canonical.len() as u64;
+    // Audit before data (invariant 2): nothing leaves until this is durable.
+    let index = match state.audit.append(entry).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "audit append failed: refusing to serve");
+            let e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "the audit log cannot be written, so no data is served",
+            );
+            return json_response(e.status, &error_body(&e));
+        }
+    };
+    match body.get_mut("meta") {
+        Some(meta) => meta["audit_entry"] = json!(index),
+        None => body["audit_entry"] = json!(index),
+    }
+    if sealed {
+        seal::seal(state.signer.as_ref(), &mut body);
+    }
+    json_response(status, &body)
+}
+
+/// The route with ids replaced, for the audit log and metrics.
+fn route_template(path: &str) -> String {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["", "v1", "cases", _, action] => format!("/v1/cases/{{case}}/{action}"),
+        _ => path.chars().take(64).collect(),
+    }
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let body = Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the request body is larger than {limit} bytes"),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    "the request body could not be read",
+                )
+            }
+        })?;
+    let bytes = body.to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        let code = if e.is_data() {
+            "invalid_request"
+        } else {
+            "malformed_json"
+        };
+        ApiError::new(status, code, format!("request body: {e}"))
+    })
+}
+
+fn require_agency(caller: &Caller) -> Result<&Agency, ApiError> {
+    caller.agency.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "unknown_agency",
+            "the client certificate is valid but names no agency known to this broker",
+        )
+    })
+}
+
+async fn dispatch(
+    state: &AppState,
+    caller: &Caller,
+    req: Request<Incoming>,
+    entry: &mut AuditEntry,
+) -> Result<Reply, ApiError> {
+    let agency = require_agency(caller)?.clone();
+    entry.role = agency.roles.first().cloned().unwrap_or_default();
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let parts: Vec<&str> = path.split('/').collect();
+    let limit = state.max_body_bytes;
+    match (req.method().clone(), parts.as_slice()) {
+        (Method::GET, ["", "v1", "catalog"]) => Ok(catalog(state)),
+        (Method::POST, ["", "v1", "cases"]) => {
+            let body: OpenCase = read_json(req, limit).await?;
+            open_case(state, &agency, body, entry)
+        }
+        (Method::GET, ["", "v1", "cases"]) => {
+            let cases = state.cases.of_agency(&agency.id);
+            Ok(Reply {
+                status: StatusCode::OK,
+                body: json!({ "cases": cases }),
+                sealed: false,
+            })
+        }
+        (Method::POST, ["", "v1", "cases", id, "close"]) => {
+            entry.case_id = Some(id.to_string());
+            let case = state.cases.close_case(id, &agency.id, Utc::now())?;
+            entry.service_item = Some(case.service_item.clone());
+            Ok(Reply {
+                status: StatusCode::OK,
+                body: json!({ "case": case }),
+                sealed: false,
+            })
+        }
+        (Method::POST, ["", "v1", "cases", id, "lookup"]) => {
+            let id = id.to_string();
+            let body: Lookup = read_json(req, limit).await?;
+            lookup(state, &agency, &id, body, entry)
+        }
+        (Method::POST, ["", "v1", "cases", id, "prefill"]) => {
+            let id = id.to_string();
+            let body: Prefill = read_json(req, limit).await?;
+            prefill(state, &agency, &id, body, entry)
+        }
+        (Method::GET, ["", "v1", "audit"]) => audit_query(state, &agency, &query),
+        (
+            _,
+            ["", "v1", "catalog"]
+            | ["", "v1", "cases"]
+            | ["", "v1", "cases", _, "close" | "lookup" | "prefill"]
+            | ["", "v1", "audit"],
+        ) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take that method",
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route; see /v1/catalog",
+        )),
+    }
+}
+
+fn catalog(state: &AppState) -> Reply {
+    let datasets: Vec<Value> = state
+        .catalog
+        .datasets
+        .iter()
+        .map(|d| {
+            json!({
+                "id": d.id, "name": d.name, "provider": d.provider, "subject": d.subject.as_str(),
+                "fields": d.fields.iter().map(|f| json!({
+                    "name": f.name, "label": f.label, "sensitivity": f.sensitivity,
+                    "share": format!("{:?}", f.share).to_lowercase(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let items: Vec<Value> = state
+        .catalog
+        .items
+        .iter()
+        .map(|i| json!({ "code": i.code, "name": i.name, "agency": i.agency, "materials": i.materials.iter().map(|m| &m.name).collect::<Vec<_>>() }))
+        .collect();
+    Reply {
+        status: StatusCode::OK,
+        body: json!({ "datasets": datasets, "service_items": items, "policy_version": state.policy.version }),
+        sealed: false,
+    }
+}
+
+/// A subject as a client names it: exactly one identifier.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubjectRef {
+    id_number: Option<String>,
+    credit_code: Option<String>,
+}
+
+impl SubjectRef {
+    fn resolve(&self) -> Result<Applicant, ApiError> {
+        let (kind, raw) = match (&self.id_number, &self.credit_code) {
+            (Some(id), None) => (SubjectKind::Person, id),
+            (None, Some(code)) => (SubjectKind::Organisation, code),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_request",
+                    "a subject names exactly one of `id_number` or `credit_code`",
+                ));
+            }
+        };
+        let key = subject_key(kind, raw).map_err(|reason| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_identifier",
+                reason,
+            )
+        })?;
+        Ok(Applicant { kind, key })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenCase {
+    case_id: String,
+    service_item: String,
+    applicants: Vec<SubjectRef>,
+    officer: String,
+    #[serde(default)]
+    role: Option<String>,
+}
+
+fn open_case(
+    state: &AppState,
+    agency: &Agency,
+    body: OpenCase,
+    entry: &mut AuditEntry,
+) -> Result<Reply, ApiError> {
+    entry.case_id = Some(body.case_id.clone());
+    entry.service_item = Some(body.service_item.clone());
+    if body.case_id.is_empty()
+        || body.case_id.len() > 64
+        || !body
+            .case_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "`case_id` is 1–64 ASCII letters, digits, `-` or `_`",
+        ));
+    }
+    if body.officer.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "`officer` names the handling officer",
+        ));
+    }
+    let item = state.catalog.item(&body.service_item).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_service_item",
+            format!("there is no service item `{}`", body.service_item),
+        )
+    })?;
+    if item.agency != agency.id {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_handling_agency",
+            format!(
+                "service item `{}` is handled by `{}`, not `{}`",
+                item.code, item.agency, agency.id
+            ),
+        ));
+    }
+    let role = match body.role {
+        Some(r) => {
+            let full = if r.contains(':') {
+                r
+            } else {
+                format!("{}:{r}", agency.id)
+            };
+            if !agency.roles.contains(&full) {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_role",
+                    format!("`{full}` is not a role of `{}`", agency.id),
+                ));
+            }
+            full
+        }
+        None => agency.roles.first().cloned().unwrap_or_default(),
+    };
+    entry.role = role.clone();
+    if body.applicants.is_empty() || body.applicants.len() > 16 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "a case names 1 to 16 applicants",
+        ));
+    }
+    let applicants = body
+        .applicants
+        .iter()
+        .map(SubjectRef::resolve)
+        .collect::<Result<Vec<_>, _>>()?;
+    let case = state.cases.open_case(
+        &body.case_id,
+        &agency.id,
+        &role,
+        &item.code,
+        applicants,
+        body.officer.trim(),
+        item.case_valid_days,
+        Utc::now(),
+    )?;
+    entry.officer.get_or_insert_with(|| case.officer.clone());
+    Ok(Reply {
+        status: StatusCode::CREATED,
+        body: json!({ "case": case }),
+        sealed: false,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Lookup {
+    subject: SubjectRef,
+    dataset: String,
+    #[serde(default)]
+    fields: Option<Vec<String>>,
+    #[serde(default)]
+    purpose: Option<String>,
+}
+
+fn table(state: &AppState, kind: SubjectKind) -> Result<&LoadedTable, ApiError> {
+    state.tables.get(&kind).map(|t| t.as_ref()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "no data has been loaded yet: run a pull",
+        )
+    })
+}
+
+/// One served field: value (masked as granted) and provenance.
+fn field_json(
+    batch: &arrow_array::RecordBatch,
+    row: usize,
+    qualified: &str,
+    access: Access,
+) -> Value {
+    let value = LoadedTable::cell(batch, row, qualified);
+    let shown = match (value, access) {
+        (Some(v), Access::Clear) => json!(v),
+        (Some(v), Access::Masked(kind)) => json!(mask(kind, v)),
+        (None, _) => Value::Null,
+    };
+    let cell = |suffix: &str| LoadedTable::cell(batch, row, &format!("{qualified}{suffix}"));
+    json!({
+        "value": shown,
+        "access": match access { Access::Clear => "clear", Access::Masked(_) => "masked" },
+        "source": cell(SUFFIX_SOURCE),
+        "record": cell(SUFFIX_RECORD),
+        "as_of": cell(SUFFIX_AS_OF),
+    })
+}
+
+fn lookup(
+    state: &AppState,
+    agency: &Agency,
+    case_id: &str,
+    body: Lookup,
+    entry: &mut AuditEntry,
+) -> Result<Reply, ApiError> {
+    entry.case_id = Some(case_id.to_string());
+    entry.dataset = Some(body.dataset.clone());
+    let subject = body.subject.resolve()?;
+    entry.subject_commitment = state.audit.commit_subject(&subject.key).ok();
+    if let Some(case) = state.cases.get(case_id) {
+        entry.service_item = Some(case.service_item.clone());
+        if case.agency == agency.id {
+            entry.role = case.role.clone();
+        }
+    }
+    let authorized = authorize_lookup(
+        &state.policy,
+        &state.catalog,
+        &state.cases,
+        agency,
+        case_id,
+        &subject.key,
+        &body.dataset,
+        body.fields.as_deref(),
+        body.purpose.as_deref(),
+        Utc::now(),
+    )?;
+    entry.policy_version = Some(state.policy.version.clone());
+    let dataset = state
+        .catalog
+        .dataset(authorized.dataset())
+        .expect("authorized datasets exist");
+    if dataset.subject != subject.kind {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "wrong_subject_kind",
+            format!(
+                "dataset `{}` is about a {}, not a {}",
+                dataset.id,
+                dataset.subject.as_str(),
+                subject.kind.as_str()
+            ),
+        ));
+    }
+    let table = table(state, dataset.subject)?;
+    entry.dataset_version = Some(table.manifest.version);
+    entry.fields_withheld = authorized
+        .withheld()
+        .iter()
+        .map(|(f, _)| f.clone())
+        .collect();
+    let (batch, row) = table.row(&subject.key).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "subject_not_found",
+            format!(
+                "no agency has shared a record of this subject in `{}`",
+                dataset.id
+            ),
+        )
+    })?;
+    let mut fields = serde_json::Map::new();
+    let mut rules = BTreeSet::new();
+    for (name, access, rule) in authorized.granted() {
+        let qualified = format!("{}.{name}", dataset.id);
+        fields.insert(name.clone(), field_json(batch, row, &qualified, *access));
+        match access {
+            Access::Clear => entry.fields_clear.push(name.clone()),
+            Access::Masked(_) => entry.fields_masked.push(name.clone()),
+        }
+        rules.insert(rule.clone());
+    }
+    entry.rule = Some(rules.into_iter().collect::<Vec<_>>().join("; "));
+    entry.rows_out = 1;
+    let case = authorized.case();
+    Ok(Reply {
+        status: StatusCode::OK,
+        body: json!({
+            "data": {
+                "subject_id": LoadedTable::cell(batch, row, crate::ingest::COL_SUBJECT_ID),
+                "dataset": dataset.id,
+                "fields": fields,
+                "withheld": withheld_json(authorized.withheld()),
+            },
+            "meta": {
+                "case_id": case.id,
+                "service_item": case.service_item,
+                "dataset_version": table.manifest.version,
+                "policy_version": state.policy.version,
+                "served_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            },
+        }),
+        sealed: true,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Prefill {
+    #[serde(default)]
+    subject: Option<SubjectRef>,
+}
+
+fn prefill(
+    state: &AppState,
+    agency: &Agency,
+    case_id: &str,
+    body: Prefill,
+    entry: &mut AuditEntry,
+) -> Result<Reply, ApiError> {
+    entry.case_id = Some(case_id.to_string());
+    let now = Utc::now();
+    let case = check_case(&state.cases, agency, case_id, None, None, now)?;
+    entry.service_item = Some(case.service_item.clone());
+    entry.role = case.role.clone();
+    let subject = match body.subject {
+        Some(s) => s.resolve()?,
+        None if case.applicants.len() == 1 => case.applicants[0].clone(),
+        None => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "this case has several applicants: name the `subject`",
+            ));
+        }
+    };
+    let case = check_case(&state.cases, agency, case_id, Some(&subject.key), None, now)?;
+    entry.subject_commitment = state.audit.commit_subject(&subject.key).ok();
+    entry.policy_version = Some(state.policy.version.clone());
+    let item = state
+        .catalog
+        .item(&case.service_item)
+        .expect("cases are opened for known items");
+    let today = now.date_naive();
+    let mut materials = Vec::new();
+    let mut must_supply = Vec::new();
+    let mut rules = BTreeSet::new();
+    for m in &item.materials {
+        if m.fields.is_empty() {
+            must_supply.push(m.name.clone());
+            materials.push(json!({ "name": m.name, "status": "applicant_supplies" }));
+            continue;
+        }
+        let mut fields = serde_json::Map::new();
+        let mut missing = Vec::new();
+        for q in &m.fields {
+            let (dataset, field) = state.catalog.field(q).expect("materials name known fields");
+            let decision = state
+                .policy
+                .plan(&case.role, &case.service_item, &dataset.id)
+                .and_then(|p| p.decision(&field.name));
+            let access = match decision {
+                Some(FieldDecision::Clear { rule, until }) if until.is_none_or(|u| today <= u) => {
+                    rules.insert(rule.clone());
+                    Access::Clear
+                }
+                Some(FieldDecision::Masked { rule, mask, until })
+                    if until.is_none_or(|u| today <= u) =>
+                {
+                    rules.insert(rule.clone());
+                    Access::Masked(*mask)
+                }
+                Some(FieldDecision::Denied { reason }) => {
+                    missing.push((q.clone(), reason.clone()));
+                    entry.fields_withheld.push(q.clone());
+                    continue;
+                }
+                _ => {
+                    missing.push((
+                        q.clone(),
+                        "not allowed for this case (default deny)".to_string(),
+                    ));
+                    entry.fields_withheld.push(q.clone());
+                    continue;
+                }
+            };
+            if dataset.subject != subject.kind {
+                missing.push((
+                    q.clone(),
+                    format!(
+                        "about a {}; this applicant is a {}",
+                        dataset.subject.as_str(),
+                        subject.kind.as_str()
+                    ),
+                ));
+                continue;
+            }
+            let found = table(state, dataset.subject)?.row(&subject.key);
+            let Some((batch, row)) = found.filter(|(b, r)| LoadedTable::cell(b, *r, q).is_some())
+            else {
+                missing.push((q.clone(), "no agency has shared this value".to_string()));
+                continue;
+            };
+            fields.insert(q.clone(), field_json(batch, row, q, access));
+            match access {
+                Access::Clear => entry.fields_clear.push(q.clone()),
+                Access::Masked(_) => entry.fields_masked.push(q.clone()),
+            }
+        }
+        let status = if missing.is_empty() {
+            "shared"
+        } else {
+            must_supply.push(m.name.clone());
+            if fields.is_empty() {
+                "applicant_supplies"
+            } else {
+                "partly_shared"
+            }
+        };
+        materials.push(json!({ "name": m.name, "status": status, "fields": fields, "missing": withheld_json(&missing) }));
+    }
+    entry.rule = Some(rules.into_iter().collect::<Vec<_>>().join("; "));
+    entry.rows_out = 1;
+    let versions: serde_json::Map<String, Value> = state
+        .tables
+        .iter()
+        .map(|(k, t)| (k.as_str().to_string(), json!(t.manifest.version)))
+        .collect();
+    Ok(Reply {
+        status: StatusCode::OK,
+        body: json!({
+            "data": {
+                "service_item": { "code": item.code, "name": item.name },
+                "materials": materials,
+                "applicant_must_supply": must_supply,
+            },
+            "meta": {
+                "case_id": case.id,
+                "dataset_versions": versions,
+                "policy_version": state.policy.version,
+                "served_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            },
+        }),
+        sealed: true,
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn audit_query(state: &AppState, agency: &Agency, query: &str) -> Result<Reply, ApiError> {
+    if !agency.auditor {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_auditor",
+            format!("`{}` is not an auditing agency", agency.id),
+        ));
+    }
+    let mut filter = AuditFilter::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v);
+        match k {
+            "agency" => filter.agency = Some(v),
+            "case_id" => filter.case_id = Some(v),
+            "decision" => filter.decision = Some(v),
+            "limit" => {
+                filter.limit = Some(v.parse().map_err(|_| {
+                    ApiError::new(StatusCode::BAD_REQUEST, "bad_query", "`limit` is a number")
+                })?)
+            }
+            "id_number" | "credit_code" => {
+                let kind = if k == "id_number" {
+                    SubjectKind::Person
+                } else {
+                    SubjectKind::Organisation
+                };
+                let key = subject_key(kind, &v).map_err(|reason| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_identifier",
+                        reason,
+                    )
+                })?;
+                // No salt means no entry ever named this subject.
+                filter.subject_commitment = Some(
+                    state
+                        .audit
+                        .lookup_commitment(&key)
+                        .unwrap_or_else(|| "none".into()),
+                );
+            }
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_query",
+                    format!("unknown query parameter `{k}`"),
+                ));
+            }
+        }
+    }
+    filter.limit = Some(filter.limit.unwrap_or(1000).min(10_000));
+    let entries = state.audit.query(&filter).map_err(|e| {
+        tracing::error!(error = %e, "audit query failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the audit log cannot be read right now",
+        )
+    })?;
+    let entries: Vec<Value> = entries
+        .into_iter()
+        .map(|(i, e)| json!({ "index": i, "entry": e }))
+        .collect();
+    Ok(Reply {
+        status: StatusCode::OK,
+        body: json!({ "entries": entries, "log_size": state.audit.size(), "root": hex::encode(state.audit.root()) }),
+        sealed: false,
+    })
+}

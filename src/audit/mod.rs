@@ -1,0 +1,1092 @@
+//! Append-only, tamper-evident audit log: RFC 6962 Merkle leaves in JSON-lines segments,
+//! group-committed (one fsync per batch) so an entry is durable before its response leaves.
+//!
+//! Layout of the log directory:
+//! - `log-000001.jsonl`: one line per entry, `{"index":N,"leaf":"<hex>","entry":{...}}`,
+//!   where `leaf` = SHA-256(0x00 || entry bytes) and the entry bytes are exactly the
+//!   `serde_json::to_vec(&entry)` written on the line (so verification hashes what is stored).
+//! - `salts.jsonl`: one random salt per subject, `{"subject":"<hex sha256(key)>","salt":"<hex>"}`.
+//!   Entries carry only `hex(SHA-256(salt || key))`; deleting a subject's salt line erases the
+//!   link between the person and their entries without touching the tree.
+
+pub mod merkle;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::thread::JoinHandle;
+
+use ring::digest::{Context, SHA256, digest};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+/// File name of the (for now single) log segment.
+pub const SEGMENT_FILE: &str = "log-000001.jsonl";
+/// File name of the subject salt store.
+pub const SALTS_FILE: &str = "salts.jsonl";
+
+/// One audited request: who, what, why, the decision and what left the process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AuditEntry {
+    /// RFC 3339 UTC time, set by the caller.
+    pub time: String,
+    /// Calling agency id.
+    pub agency: String,
+    /// Role the agency acted in.
+    pub role: String,
+    /// Officer handling the case, if the client named one.
+    pub officer: Option<String>,
+    /// Client certificate common name + ":" + SHA-256 fingerprint hex.
+    pub certificate: String,
+    /// HTTP method.
+    pub method: String,
+    /// Route template (never the raw path, which may hold identifiers).
+    pub route: String,
+    /// HTTP status sent.
+    pub status: u16,
+    /// Service item code (purpose).
+    pub service_item: Option<String>,
+    /// Case id the request was bound to.
+    pub case_id: Option<String>,
+    /// Dataset read.
+    pub dataset: Option<String>,
+    /// Version of the dataset read.
+    pub dataset_version: Option<u64>,
+    /// Fields released in clear.
+    pub fields_clear: Vec<String>,
+    /// Fields released masked.
+    pub fields_masked: Vec<String>,
+    /// Fields withheld by policy.
+    pub fields_withheld: Vec<String>,
+    /// Salted subject commitment from [`AuditLog::commit_subject`].
+    pub subject_commitment: Option<String>,
+    /// "allow" | "deny" | "error".
+    pub decision: String,
+    /// Stable error or denial code.
+    pub code: Option<String>,
+    /// Human-readable reason.
+    pub reason: Option<String>,
+    /// Policy rule that decided.
+    pub rule: Option<String>,
+    /// Hash of the policy set in force.
+    pub policy_version: Option<String>,
+    /// SHA-256 hex of the response body.
+    pub response_sha256: Option<String>,
+    /// Response body size.
+    pub bytes_out: u64,
+    /// Rows returned.
+    pub rows_out: u64,
+}
+
+/// Errors of the audit log.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// A file-system operation failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored line does not verify or does not parse.
+    #[error("audit file {path} line {line} is damaged: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+    /// Writing or syncing a batch failed; every caller in the batch gets this.
+    #[error(
+        "audit log write to {path} failed, appends refused until the log is reopened: {source}"
+    )]
+    WriteFailed {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// An earlier batch failed; the writer refuses everything after it (fail closed).
+    #[error("audit log {path} failed earlier ({reason}); appends refused until it is reopened")]
+    Poisoned { path: PathBuf, reason: String },
+    /// Another process (or another `AuditLog`) has the directory open.
+    #[error("audit directory {dir} is already open in another process or handle")]
+    Locked { dir: PathBuf },
+    /// The log was shut down or its writer stopped.
+    #[error("audit log writer is stopped (shut down); appends are refused")]
+    Closed,
+    /// An entry could not be serialised.
+    #[error("cannot encode audit entry: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The system random number generator failed.
+    #[error("system random number generator failed while creating a subject salt")]
+    Random,
+}
+
+/// Where audit entries go. Resolves only once the entry is durable.
+pub trait AuditSink: Send + Sync + 'static {
+    /// Append; resolves to the entry's index only once the entry is durable (fsync'd).
+    fn append(
+        &self,
+        entry: AuditEntry,
+    ) -> Pin<Box<dyn Future<Output = Result<u64, AuditError>> + Send + '_>>;
+}
+
+/// Query filter; every set field must match exactly.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Calling agency.
+    pub agency: Option<String>,
+    /// Subject commitment (from [`AuditLog::lookup_commitment`]).
+    pub subject_commitment: Option<String>,
+    /// Case id.
+    pub case_id: Option<String>,
+    /// "allow" | "deny" | "error".
+    pub decision: Option<String>,
+    /// At most this many results, oldest first.
+    pub limit: Option<usize>,
+}
+
+/// Result of [`verify_dir`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Number of complete, verified entries.
+    pub entries: u64,
+    /// Hex RFC 6962 root over them.
+    pub root_hex: String,
+    /// Bytes of an unterminated last line (a write in progress or torn by a crash), not counted.
+    pub torn_tail_bytes: u64,
+}
+
+/// Leaf hashes kept in memory, plus the incremental root.
+#[derive(Default)]
+struct Tree {
+    leaves: Vec<[u8; 32]>,
+    frontier: merkle::Frontier,
+}
+
+impl Tree {
+    fn push(&mut self, leaf: [u8; 32]) {
+        self.leaves.push(leaf);
+        self.frontier.push(leaf);
+    }
+}
+
+struct Job {
+    entry: AuditEntry,
+    done: oneshot::Sender<Result<u64, AuditError>>,
+}
+
+/// The file-backed audit log; implements [`AuditSink`].
+pub struct AuditLog {
+    log_path: PathBuf,
+    // std Mutex: held only for in-memory pushes and reads, never across an `.await`.
+    tree: Arc<Mutex<Tree>>,
+    sender: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    // std Mutex: held across a small append + fsync on a subject's first use, never an `.await`.
+    salts: Mutex<SaltStore>,
+    /// Holds an exclusive lock on `<dir>/LOCK` so only one process writes the log.
+    _lock_file: File,
+}
+
+impl AuditLog {
+    /// Opens (creating if needed) the log in `dir`, replays and verifies every line,
+    /// truncates a torn last line, and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<AuditLog, AuditError> {
+        fs::create_dir_all(dir).map_err(|source| AuditError::Io {
+            action: "create audit directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lock_file = take_dir_lock(dir)?;
+        let log_path = dir.join(SEGMENT_FILE);
+        let existed = log_path.exists();
+        let mut tree = Tree::default();
+        if existed {
+            let replay = replay(&log_path, u64::MAX, |_, leaf, _| {
+                tree.push(leaf);
+                true
+            })?;
+            if replay.torn_tail_bytes > 0 {
+                tracing::warn!(
+                    path = %log_path.display(),
+                    torn_bytes = replay.torn_tail_bytes,
+                    kept_entries = replay.entries,
+                    "truncating torn last line of audit log"
+                );
+                truncate(&log_path, replay.good_len)?;
+            }
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|source| AuditError::Io {
+                action: "open audit log",
+                path: log_path.clone(),
+                source,
+            })?;
+        if !existed {
+            sync_dir(dir)?;
+        }
+        let salts = SaltStore::open(&dir.join(SALTS_FILE))?;
+        let file_len = file
+            .metadata()
+            .map_err(|source| AuditError::Io {
+                action: "stat audit log",
+                path: log_path.clone(),
+                source,
+            })?
+            .len();
+
+        let next_index = tree.leaves.len() as u64;
+        let tree = Arc::new(Mutex::new(tree));
+        let (tx, rx) = mpsc::channel::<Job>();
+        let writer = Writer {
+            file,
+            file_len,
+            path: log_path.clone(),
+            next_index,
+            tree: Arc::clone(&tree),
+            failed: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| AuditError::Io {
+                action: "start writer thread for",
+                path: log_path.clone(),
+                source,
+            })?;
+        Ok(AuditLog {
+            log_path,
+            tree,
+            sender: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            salts: Mutex::new(salts),
+            _lock_file: lock_file,
+        })
+    }
+
+    /// Salted commitment `hex(SHA-256(salt || key))` for a subject, creating (and fsyncing)
+    /// the subject's salt on first use. Blocks on that first-use fsync.
+    pub fn commit_subject(&self, subject_key: &str) -> Result<String, AuditError> {
+        let mut salts = lock(&self.salts);
+        let id = subject_id(subject_key);
+        let salt = match salts.salts.get(&id) {
+            Some(salt) => *salt,
+            None => salts.create(id)?,
+        };
+        Ok(commitment(&salt, subject_key))
+    }
+
+    /// Commitment for a subject if a salt exists; never creates one (for queries).
+    pub fn lookup_commitment(&self, subject_key: &str) -> Option<String> {
+        let salts = lock(&self.salts);
+        salts
+            .salts
+            .get(&subject_id(subject_key))
+            .map(|salt| commitment(salt, subject_key))
+    }
+
+    /// Erases a subject's salt (rewriting the salt file atomically), so their entries can no
+    /// longer be linked to them. Returns whether a salt existed.
+    pub fn erase_subject(&self, subject_key: &str) -> Result<bool, AuditError> {
+        lock(&self.salts).erase(&subject_id(subject_key))
+    }
+
+    /// Entries matching `filter`, oldest first, among those durable when the call began.
+    /// Scans the segment file.
+    pub fn query(&self, filter: &AuditFilter) -> Result<Vec<(u64, AuditEntry)>, AuditError> {
+        let size = self.size();
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        if limit == 0 || size == 0 {
+            return Ok(out);
+        }
+        replay(&self.log_path, size, |index, _, entry| {
+            if matches(filter, &entry) {
+                out.push((index, entry));
+            }
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    /// Number of durable entries.
+    pub fn size(&self) -> u64 {
+        lock(&self.tree).leaves.len() as u64
+    }
+
+    /// RFC 6962 root over all durable entries.
+    pub fn root(&self) -> [u8; 32] {
+        lock(&self.tree).frontier.root()
+    }
+
+    /// Leaf hash of a durable entry, if it exists.
+    pub fn leaf(&self, index: u64) -> Option<[u8; 32]> {
+        let tree = lock(&self.tree);
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| tree.leaves.get(i).copied())
+    }
+
+    /// Flushes queued entries and stops the writer; later appends fail with [`AuditError::Closed`].
+    /// Blocks until the writer has finished.
+    pub fn shutdown(&self) {
+        drop(lock(&self.sender).take());
+        if let Some(handle) = lock(&self.writer).take()
+            && handle.join().is_err()
+        {
+            tracing::error!(path = %self.log_path.display(), "audit writer thread panicked");
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl AuditSink for AuditLog {
+    fn append(
+        &self,
+        entry: AuditEntry,
+    ) -> Pin<Box<dyn Future<Output = Result<u64, AuditError>> + Send + '_>> {
+        let (done, rx) = oneshot::channel();
+        // Enqueue now, not on first poll, so indices follow call order.
+        let queued = match lock(&self.sender).as_ref() {
+            Some(sender) => sender.send(Job { entry, done }).is_ok(),
+            None => false,
+        };
+        Box::pin(async move {
+            if !queued {
+                return Err(AuditError::Closed);
+            }
+            rx.await.unwrap_or(Err(AuditError::Closed))
+        })
+    }
+}
+
+/// Re-reads a log directory (or a copy of one), verifying every line's index and leaf hash,
+/// and recomputes the root. Never modifies anything.
+pub fn verify_dir(dir: &Path) -> Result<VerifyReport, AuditError> {
+    let path = dir.join(SEGMENT_FILE);
+    let mut frontier = merkle::Frontier::new();
+    let replay = replay(&path, u64::MAX, |_, leaf, _| {
+        frontier.push(leaf);
+        true
+    })?;
+    Ok(VerifyReport {
+        entries: replay.entries,
+        root_hex: hex::encode(frontier.root()),
+        torn_tail_bytes: replay.torn_tail_bytes,
+    })
+}
+
+/// The single thread that writes and syncs the segment.
+struct Writer {
+    file: File,
+    file_len: u64,
+    path: PathBuf,
+    next_index: u64,
+    tree: Arc<Mutex<Tree>>,
+    failed: Option<String>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        // Blocks for the first job of a batch, then takes every job already queued.
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
+            self.write_batch(batch, &mut buf);
+        }
+        if self.failed.is_none()
+            && let Err(err) = self.file.sync_data()
+        {
+            tracing::error!(path = %self.path.display(), %err, "final audit log sync failed");
+        }
+    }
+
+    fn write_batch(&mut self, batch: Vec<Job>, buf: &mut Vec<u8>) {
+        if let Some(reason) = &self.failed {
+            for job in batch {
+                let _ = job.done.send(Err(AuditError::Poisoned {
+                    path: self.path.clone(),
+                    reason: reason.clone(),
+                }));
+            }
+            return;
+        }
+        buf.clear();
+        let mut pending = Vec::with_capacity(batch.len());
+        let mut index = self.next_index;
+        for job in batch {
+            let bytes = match serde_json::to_vec(&job.entry) {
+                Ok(bytes) => bytes,
+                Err(err) => {
+                    let _ = job.done.send(Err(AuditError::Encode(err)));
+                    continue;
+                }
+            };
+            let leaf = merkle::leaf_hash(&bytes);
+            write_line(buf, index, &leaf, &bytes);
+            pending.push((job.done, index, leaf));
+            index += 1;
+        }
+        if pending.is_empty() {
+            return;
+        }
+        match self
+            .file
+            .write_all(buf)
+            .and_then(|()| self.file.sync_data())
+        {
+            Ok(()) => {
+                self.file_len += buf.len() as u64;
+                self.next_index = index;
+                {
+                    let mut tree = lock(&self.tree);
+                    for (_, _, leaf) in &pending {
+                        tree.push(*leaf);
+                    }
+                }
+                for (done, index, _) in pending {
+                    let _ = done.send(Ok(index));
+                }
+            }
+            Err(err) => {
+                tracing::error!(
+                    path = %self.path.display(),
+                    %err,
+                    batch = pending.len(),
+                    "audit log write failed; refusing all further appends"
+                );
+                // Best effort: drop a partial batch so the file ends on a line boundary.
+                let _ = self.file.set_len(self.file_len);
+                let source = Arc::new(err);
+                self.failed = Some(source.to_string());
+                for (done, _, _) in pending {
+                    let _ = done.send(Err(AuditError::WriteFailed {
+                        path: self.path.clone(),
+                        source: Arc::clone(&source),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+fn write_line(buf: &mut Vec<u8>, index: u64, leaf: &[u8; 32], entry: &[u8]) {
+    buf.extend_from_slice(b"{\"index\":");
+    buf.extend_from_slice(index.to_string().as_bytes());
+    buf.extend_from_slice(b",\"leaf\":\"");
+    buf.extend_from_slice(hex::encode(leaf).as_bytes());
+    buf.extend_from_slice(b"\",\"entry\":");
+    buf.extend_from_slice(entry);
+    buf.extend_from_slice(b"}\n");
+}
+
+/// Splits one stored line (without its newline) into index, stored leaf and entry bytes.
+fn split_line(line: &[u8]) -> Result<(u64, [u8; 32], &[u8]), String> {
+    let rest = line
+        .strip_prefix(b"{\"index\":")
+        .ok_or("line does not start with {\"index\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let index = std::str::from_utf8(&rest[..digits])
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or("index is not a number")?;
+    let rest = rest[digits..]
+        .strip_prefix(b",\"leaf\":\"")
+        .ok_or("missing \"leaf\" after index")?;
+    if rest.len() < 64 {
+        return Err("leaf hash is truncated".into());
+    }
+    let mut leaf = [0u8; 32];
+    hex::decode_to_slice(&rest[..64], &mut leaf)
+        .map_err(|e| format!("leaf hash is not hex: {e}"))?;
+    let entry = rest[64..]
+        .strip_prefix(b"\",\"entry\":")
+        .ok_or("missing \"entry\" after leaf")?
+        .strip_suffix(b"}")
+        .ok_or("line does not end with }")?;
+    Ok((index, leaf, entry))
+}
+
+struct Replay {
+    entries: u64,
+    /// Byte length of the complete lines read.
+    good_len: u64,
+    torn_tail_bytes: u64,
+}
+
+/// Reads complete lines of a segment in order, verifying each, up to `max_entries`;
+/// `visit` returns false to stop early. An unterminated last line is reported, not visited.
+fn replay(
+    path: &Path,
+    max_entries: u64,
+    mut visit: impl FnMut(u64, [u8; 32], AuditEntry) -> bool,
+) -> Result<Replay, AuditError> {
+    let file = File::open(path).map_err(|source| AuditError::Io {
+        action: "open audit log",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut line = Vec::with_capacity(4096);
+    let mut replay = Replay {
+        entries: 0,
+        good_len: 0,
+        torn_tail_bytes: 0,
+    };
+    while replay.entries < max_entries {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|source| AuditError::Io {
+                action: "read audit log",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        if line.last() != Some(&b'\n') {
+            replay.torn_tail_bytes = n as u64;
+            break;
+        }
+        let line_no = replay.entries + 1;
+        let corrupt = |reason: String| AuditError::Corrupt {
+            path: path.to_path_buf(),
+            line: line_no,
+            reason,
+        };
+        let (index, leaf, entry_bytes) = split_line(&line[..n - 1]).map_err(corrupt)?;
+        if index != replay.entries {
+            return Err(corrupt(format!(
+                "index {index} where {} was expected",
+                replay.entries
+            )));
+        }
+        if merkle::leaf_hash(entry_bytes) != leaf {
+            return Err(corrupt(format!(
+                "entry {index} does not match its leaf hash (altered entry)"
+            )));
+        }
+        let entry: AuditEntry = serde_json::from_slice(entry_bytes)
+            .map_err(|e| corrupt(format!("entry {index} does not parse: {e}")))?;
+        replay.entries += 1;
+        replay.good_len += n as u64;
+        if !visit(index, leaf, entry) {
+            break;
+        }
+    }
+    Ok(replay)
+}
+
+fn matches(filter: &AuditFilter, entry: &AuditEntry) -> bool {
+    fn eq(want: &Option<String>, got: Option<&str>) -> bool {
+        want.as_deref().is_none_or(|w| got == Some(w))
+    }
+    eq(&filter.agency, Some(&entry.agency))
+        && eq(&filter.decision, Some(&entry.decision))
+        && eq(&filter.case_id, entry.case_id.as_deref())
+        && eq(
+            &filter.subject_commitment,
+            entry.subject_commitment.as_deref(),
+        )
+}
+
+/// Index key of a subject in the salt store (not a protection: subject keys are guessable).
+fn subject_id(subject_key: &str) -> [u8; 32] {
+    digest(&SHA256, subject_key.as_bytes())
+        .as_ref()
+        .try_into()
+        .expect("sha-256 digests are 32 bytes")
+}
+
+fn commitment(salt: &[u8; 32], subject_key: &str) -> String {
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(salt);
+    ctx.update(subject_key.as_bytes());
+    hex::encode(ctx.finish().as_ref())
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaltLine {
+    subject: String,
+    salt: String,
+}
+
+struct SaltStore {
+    path: PathBuf,
+    file: File,
+    salts: HashMap<[u8; 32], [u8; 32]>,
+    rng: SystemRandom,
+}
+
+impl SaltStore {
+    fn open(path: &Path) -> Result<SaltStore, AuditError> {
+        let mut salts = HashMap::new();
+        if path.exists() {
+            let text = fs::read(path).map_err(|source| AuditError::Io {
+                action: "read salt store",
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let good_len = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            for (i, line) in text[..good_len].split(|b| *b == b'\n').enumerate() {
+                if line.is_empty() {
+                    continue;
+                }
+                let (id, salt) = parse_salt_line(line).map_err(|reason| AuditError::Corrupt {
+                    path: path.to_path_buf(),
+                    line: i as u64 + 1,
+                    reason,
+                })?;
+                salts.insert(id, salt);
+            }
+            if good_len < text.len() {
+                tracing::warn!(path = %path.display(), "truncating torn last line of salt store");
+                truncate(path, good_len as u64)?;
+            }
+        }
+        let existed = path.exists();
+        let file = open_append(path)?;
+        if !existed && let Some(dir) = path.parent() {
+            sync_dir(dir)?;
+        }
+        Ok(SaltStore {
+            path: path.to_path_buf(),
+            file,
+            salts,
+            rng: SystemRandom::new(),
+        })
+    }
+
+    fn create(&mut self, id: [u8; 32]) -> Result<[u8; 32], AuditError> {
+        let mut salt = [0u8; 32];
+        self.rng.fill(&mut salt).map_err(|_| AuditError::Random)?;
+        let mut line = salt_line(&id, &salt);
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|source| AuditError::Io {
+                action: "append to salt store",
+                path: self.path.clone(),
+                source,
+            })?;
+        self.salts.insert(id, salt);
+        Ok(salt)
+    }
+
+    fn erase(&mut self, id: &[u8; 32]) -> Result<bool, AuditError> {
+        if !self.salts.contains_key(id) {
+            return Ok(false);
+        }
+        let mut text = Vec::new();
+        for (other, salt) in self.salts.iter().filter(|(other, _)| *other != id) {
+            text.extend_from_slice(&salt_line(other, salt));
+            text.push(b'\n');
+        }
+        let tmp = self.path.with_extension("jsonl.tmp");
+        let io = |action: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| AuditError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
+        file.write_all(&text)
+            .and_then(|()| file.sync_all())
+            .map_err(io("write", &tmp))?;
+        fs::rename(&tmp, &self.path).map_err(io("replace salt store", &self.path))?;
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir)?;
+        }
+        self.file = open_append(&self.path)?;
+        self.salts.remove(id);
+        Ok(true)
+    }
+}
+
+fn salt_line(id: &[u8; 32], salt: &[u8; 32]) -> Vec<u8> {
+    serde_json::to_vec(&SaltLine {
+        subject: hex::encode(id),
+        salt: hex::encode(salt),
+    })
+    .expect("two strings always serialise")
+}
+
+fn parse_salt_line(line: &[u8]) -> Result<([u8; 32], [u8; 32]), String> {
+    let parsed: SaltLine = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    let mut id = [0u8; 32];
+    let mut salt = [0u8; 32];
+    hex::decode_to_slice(&parsed.subject, &mut id)
+        .map_err(|e| format!("subject is not 32 hex bytes: {e}"))?;
+    hex::decode_to_slice(&parsed.salt, &mut salt)
+        .map_err(|e| format!("salt is not 32 hex bytes: {e}"))?;
+    Ok((id, salt))
+}
+
+fn open_append(path: &Path) -> Result<File, AuditError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| AuditError::Io {
+            action: "open",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Name of the lock file inside an audit directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+fn take_dir_lock(dir: &Path) -> Result<File, AuditError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| AuditError::Io {
+            action: "open lock file",
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(AuditError::Io {
+            action: "lock",
+            path,
+            source,
+        }),
+    }
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), AuditError> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| {
+            f.set_len(len)?;
+            f.sync_all()
+        })
+        .map_err(|source| AuditError::Io {
+            action: "truncate torn tail of",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn sync_dir(dir: &Path) -> Result<(), AuditError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| AuditError::Io {
+            action: "sync directory",
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Locks, ignoring poisoning: no critical section here leaves data half-updated on panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Contract tests every [`AuditSink`] implementation runs.
+#[cfg(test)]
+pub(crate) mod contract {
+    use super::*;
+
+    /// Sequential appends get consecutive indices starting at `first`.
+    pub(crate) async fn sequential_indices(sink: &dyn AuditSink, first: u64) {
+        for i in 0..5 {
+            let entry = AuditEntry {
+                agency: format!("contract-{i}"),
+                decision: "allow".into(),
+                ..Default::default()
+            };
+            assert_eq!(sink.append(entry).await.unwrap(), first + i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn entry(i: u64) -> AuditEntry {
+        AuditEntry {
+            time: "2025-08-01T00:00:00Z".into(),
+            agency: format!("agency-{}", i % 3),
+            role: "handler".into(),
+            certificate: "cn:abcd".into(),
+            method: "GET".into(),
+            route: "/v1/lookup".into(),
+            status: 200,
+            case_id: Some(format!("case-{i}")),
+            decision: if i.is_multiple_of(2) { "allow" } else { "deny" }.into(),
+            fields_clear: vec!["name".into()],
+            bytes_out: i,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn contract_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        assert!(matches!(
+            AuditLog::open(dir.path()),
+            Err(AuditError::Locked { .. })
+        ));
+        contract::sequential_indices(&log, 0).await;
+        contract::sequential_indices(&log, 5).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_distinct_and_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(AuditLog::open(dir.path()).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let log = Arc::clone(&log);
+            tasks.push(tokio::spawn(async move { log.append(entry(i)).await }));
+        }
+        let mut indices = HashSet::new();
+        for t in tasks {
+            assert!(indices.insert(t.await.unwrap().unwrap()));
+        }
+        assert_eq!(indices, (0..64).collect::<HashSet<u64>>());
+        assert_eq!(log.size(), 64);
+        let root = log.root();
+        let leaves: Vec<_> = (0..64).map(|i| log.leaf(i).unwrap()).collect();
+        assert_eq!(root, merkle::root(&leaves));
+        log.shutdown();
+        assert!(matches!(
+            log.append(entry(99)).await,
+            Err(AuditError::Closed)
+        ));
+        drop(log);
+
+        let reopened = AuditLog::open(dir.path()).unwrap();
+        assert_eq!(reopened.size(), 64);
+        assert_eq!(reopened.root(), root);
+        let report = verify_dir(dir.path()).unwrap();
+        assert_eq!(report.entries, 64);
+        assert_eq!(report.root_hex, hex::encode(root));
+        assert_eq!(reopened.append(entry(64)).await.unwrap(), 64);
+    }
+
+    #[tokio::test]
+    async fn torn_tail_is_truncated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        for i in 0..3 {
+            log.append(entry(i)).await.unwrap();
+        }
+        let root = log.root();
+        drop(log);
+        let path = dir.path().join(SEGMENT_FILE);
+        let good = fs::read(&path).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"index\":3,\"leaf\":\"ab").unwrap();
+        drop(f);
+        assert_eq!(verify_dir(dir.path()).unwrap().torn_tail_bytes, 21);
+
+        let log = AuditLog::open(dir.path()).unwrap();
+        assert_eq!(log.size(), 3);
+        assert_eq!(log.root(), root);
+        assert_eq!(fs::read(&path).unwrap(), good);
+        assert_eq!(log.append(entry(3)).await.unwrap(), 3);
+        assert_eq!(verify_dir(dir.path()).unwrap().entries, 4);
+    }
+
+    #[tokio::test]
+    async fn edited_entry_fails_verification_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        for i in 0..5 {
+            log.append(entry(i)).await.unwrap();
+        }
+        drop(log);
+        let path = dir.path().join(SEGMENT_FILE);
+        let text = fs::read_to_string(&path).unwrap();
+        let edited: Vec<String> = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                if i == 2 {
+                    l.replace("\"decision\":\"allow\"", "\"decision\":\"deny\"")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        assert_ne!(edited.join("\n") + "\n", text);
+        fs::write(&path, edited.join("\n") + "\n").unwrap();
+
+        let err = verify_dir(dir.path()).unwrap_err();
+        assert!(matches!(err, AuditError::Corrupt { line: 3, .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("line 3") && msg.contains(SEGMENT_FILE),
+            "{msg}"
+        );
+        assert!(AuditLog::open(dir.path()).is_err());
+    }
+
+    #[test]
+    fn removed_line_fails_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        rt.block_on(async {
+            for i in 0..3 {
+                log.append(entry(i)).await.unwrap();
+            }
+        });
+        drop(log);
+        let path = dir.path().join(SEGMENT_FILE);
+        let text = fs::read_to_string(&path).unwrap();
+        let kept: Vec<&str> = text
+            .lines()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, l)| l)
+            .collect();
+        fs::write(&path, kept.join("\n") + "\n").unwrap();
+        let err = verify_dir(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn subject_commitments_stable_and_distinct() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        assert_eq!(log.lookup_commitment("650102199001011234"), None);
+        let a = log.commit_subject("650102199001011234").unwrap();
+        let b = log.commit_subject("91650100MA77XXXX1A").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert_eq!(log.commit_subject("650102199001011234").unwrap(), a);
+        let salts = fs::read_to_string(dir.path().join(SALTS_FILE)).unwrap();
+        assert!(!salts.contains("650102199001011234"));
+        drop(log);
+
+        let log = AuditLog::open(dir.path()).unwrap();
+        assert_eq!(log.lookup_commitment("650102199001011234"), Some(a.clone()));
+        assert_eq!(log.commit_subject("91650100MA77XXXX1A").unwrap(), b);
+
+        // Erasing the salt unlinks the subject but leaves the tree intact.
+        let mut e = entry(0);
+        e.subject_commitment = Some(a.clone());
+        log.append(e).await.unwrap();
+        assert!(log.erase_subject("650102199001011234").unwrap());
+        assert_eq!(log.lookup_commitment("650102199001011234"), None);
+        assert_eq!(log.lookup_commitment("91650100MA77XXXX1A"), Some(b));
+        drop(log);
+        let log = AuditLog::open(dir.path()).unwrap();
+        assert_eq!(log.lookup_commitment("650102199001011234"), None);
+        assert_ne!(log.commit_subject("650102199001011234").unwrap(), a);
+        assert_eq!(verify_dir(dir.path()).unwrap().entries, 1);
+    }
+
+    #[tokio::test]
+    async fn query_filters_and_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        let who = log.commit_subject("subject-1").unwrap();
+        for i in 0..10 {
+            let mut e = entry(i);
+            if i.is_multiple_of(4) {
+                e.subject_commitment = Some(who.clone());
+            }
+            log.append(e).await.unwrap();
+        }
+        let all = log.query(&AuditFilter::default()).unwrap();
+        assert_eq!(all.len(), 10);
+        assert_eq!(all[7], (7, entry(7)));
+
+        let by_agency = log
+            .query(&AuditFilter {
+                agency: Some("agency-1".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            by_agency.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![1, 4, 7]
+        );
+
+        let subject = log
+            .query(&AuditFilter {
+                subject_commitment: log.lookup_commitment("subject-1"),
+                decision: Some("allow".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            subject.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![0, 4, 8]
+        );
+
+        let limited = log
+            .query(&AuditFilter {
+                decision: Some("deny".into()),
+                limit: Some(2),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            limited.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        let case = log
+            .query(&AuditFilter {
+                case_id: Some("case-5".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(case, vec![(5, entry(5))]);
+    }
+
+    #[test]
+    fn stored_leaf_is_rfc6962_hash_of_stored_entry_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(log.append(entry(1))).unwrap();
+        let text = fs::read_to_string(dir.path().join(SEGMENT_FILE)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        let bytes = serde_json::to_vec(&entry(1)).unwrap();
+        assert_eq!(v["index"], 0);
+        assert_eq!(v["leaf"], hex::encode(merkle::leaf_hash(&bytes)));
+        assert_eq!(v["entry"], serde_json::to_value(entry(1)).unwrap());
+        assert_eq!(log.root(), merkle::leaf_hash(&bytes));
+    }
+}

@@ -1,0 +1,425 @@
+//! The `sharebroker` command line: a thin layer over the library.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use sharebroker::api::{self, AppState};
+use sharebroker::audit::AuditLog;
+use sharebroker::catalog::{Catalog, SubjectKind};
+use sharebroker::config::Settings;
+use sharebroker::connectors;
+use sharebroker::datagen::{GenOptions, generate};
+use sharebroker::ingest::{COL_KEY, Golden};
+use sharebroker::pki;
+use sharebroker::policy::PolicySet;
+use sharebroker::policy::cases::CaseBook;
+use sharebroker::pull;
+use sharebroker::seal::{self, Ed25519Signer, Signer};
+use sharebroker::store::{LoadedTable, LocalStore, TableStore};
+
+#[derive(Parser)]
+#[command(
+    name = "sharebroker",
+    version,
+    about = "Purpose-bound data sharing between government agencies"
+)]
+struct Cli {
+    /// Catalogue, agencies, service items and casbin policy.
+    #[arg(long, global = true, default_value = "policies")]
+    policies: PathBuf,
+    /// One TOML file per agency source.
+    #[arg(long, global = true, default_value = "connectors")]
+    connectors: PathBuf,
+    /// Sources, store, audit log, cases, PKI and seal key.
+    #[arg(long, global = true, default_value = "data")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate each agency's source data (deterministic) into <data-dir>/sources.
+    Gen {
+        #[arg(long, default_value_t = 20_000)]
+        persons: usize,
+        #[arg(long, default_value_t = 2021)]
+        seed: u64,
+        /// Output directory (default: <data-dir>/sources).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Pull every source (or the named ones), resolve, and store a new version.
+    Pull { sources: Vec<String> },
+    /// Development PKI.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Serve the HTTPS API with mutual TLS.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+    },
+    /// Generate data if absent, pull, and serve, printing commands to try.
+    Demo {
+        #[arg(long, default_value_t = 20_000)]
+        persons: usize,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+    },
+    /// Check the catalogue, policy and connector files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Verify a sealed response offline.
+    Seal {
+        #[command(subcommand)]
+        command: SealCommand,
+    },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// A development CA, a server certificate and one client certificate per agency.
+    Init {
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate every policy, catalogue and connector file.
+    Check,
+}
+
+#[derive(Subcommand)]
+enum SealCommand {
+    /// Verify a response saved as JSON against the broker's published key.
+    Verify {
+        /// The published key file (from GET /v1/seal/key or <data-dir>/seal/seal-key.pub).
+        #[arg(long)]
+        key: PathBuf,
+        /// The saved response body.
+        response: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every leaf hash and the tree root of a log (or a copy).
+    Verify {
+        /// Log directory (default: <data-dir>/audit).
+        dir: Option<PathBuf>,
+    },
+}
+
+fn settings(cli: &Cli) -> Settings {
+    Settings {
+        policies_dir: cli.policies.clone(),
+        connectors_dir: cli.connectors.clone(),
+        data_dir: cli.data_dir.clone(),
+        ..Settings::default()
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let s = settings(&cli);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match &cli.command {
+        Command::Gen { persons, seed, out } => generate_sources(&s, *persons, *seed, out.clone()),
+        Command::Pull { sources } => pull_sources(&s, sources).map(|_| ()),
+        Command::Pki {
+            command: PkiCommand::Init { force },
+        } => pki_init(&s, *force),
+        Command::Serve { listen } => rt.block_on(serve(
+            Settings {
+                listen: *listen,
+                ..s
+            },
+            None,
+        )),
+        Command::Demo { persons, listen } => {
+            let s = Settings {
+                listen: *listen,
+                ..s
+            };
+            if !s.sources_dir().join("truth.csv").exists() {
+                generate_sources(&s, *persons, 2021, None)?;
+            }
+            pki_init(&s, false)?;
+            pull_sources(&s, &[])?;
+            let demo = demo_script(&s)?;
+            rt.block_on(serve(s, Some(demo)))
+        }
+        Command::Policy {
+            command: PolicyCommand::Check,
+        } => {
+            let catalog = Catalog::load(&s.policies_dir)?;
+            let policy = rt.block_on(PolicySet::load(&s.policies_dir, &catalog))?;
+            let conns = connectors::load_dir(&s.connectors_dir, &catalog)?;
+            println!(
+                "ok: {} agencies, {} datasets, {} service items, {} rules, {} applications, {} plans, {} connectors; policy version {}",
+                catalog.agencies.len(),
+                catalog.datasets.len(),
+                catalog.items.len(),
+                policy.rules.len(),
+                policy.applications.len(),
+                policy.plan_count(),
+                conns.len(),
+                policy.version
+            );
+            Ok(())
+        }
+        Command::Seal {
+            command: SealCommand::Verify { key, response },
+        } => {
+            let key_text = std::fs::read_to_string(key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            // Accept the raw key file or the JSON served at /v1/seal/key.
+            let key_text = serde_json::from_str::<serde_json::Value>(&key_text)
+                .ok()
+                .and_then(|v| v.get("key").and_then(|k| k.as_str()).map(str::to_string))
+                .unwrap_or(key_text);
+            let (_, public) = seal::parse_public_key_file(&key_text)?;
+            let doc: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(response)
+                    .with_context(|| format!("reading {}", response.display()))?,
+            )
+            .with_context(|| format!("{} is not JSON", response.display()))?;
+            seal::verify(&public, &doc)?;
+            println!("seal ok: the response is as the broker signed it");
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { dir },
+        } => {
+            let dir = dir.clone().unwrap_or_else(|| s.audit_dir());
+            let report = sharebroker::audit::verify_dir(&dir)?;
+            println!(
+                "audit log ok: {} entries, root {}",
+                report.entries, report.root_hex
+            );
+            Ok(())
+        }
+    }
+}
+
+fn generate_sources(
+    s: &Settings,
+    persons: usize,
+    seed: u64,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let out_dir = out.unwrap_or_else(|| s.sources_dir());
+    let summary = generate(&GenOptions {
+        out_dir: out_dir.clone(),
+        persons,
+        seed,
+        progress: true,
+    })?;
+    eprintln!(
+        "generated {} persons, {} organisations into {}",
+        summary.persons,
+        summary.organisations,
+        out_dir.display()
+    );
+    for (file, rows) in &summary.rows {
+        eprintln!("  {file:<28} {rows:>9} rows");
+    }
+    Ok(())
+}
+
+fn pull_sources(s: &Settings, only: &[String]) -> anyhow::Result<pull::PullReport> {
+    let catalog = Catalog::load(&s.policies_dir)?;
+    let mut configs = connectors::load_dir(&s.connectors_dir, &catalog)?;
+    if !only.is_empty() {
+        for name in only {
+            if !configs.iter().any(|c| &c.spec.name == name) {
+                bail!(
+                    "unknown source `{name}` (sources: {})",
+                    configs
+                        .iter()
+                        .map(|c| c.spec.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        configs.retain(|c| only.contains(&c.spec.name));
+    }
+    let store = LocalStore::open(&s.store_dir())?;
+    let report = pull::run(&catalog, &configs, &s.data_dir, &store, true)?;
+    for (name, st) in &report.sources {
+        eprintln!(
+            "  {name:<24} {:>9} rows  {:>6} rejected  {:>6.1} MB  {:.2?}",
+            st.rows,
+            st.rejected,
+            st.bytes as f64 / 1e6,
+            st.elapsed
+        );
+    }
+    for (kind, n, new) in &report.subjects {
+        eprintln!("  {:<24} {n:>9} subjects ({new} new)", kind.as_str());
+    }
+    eprintln!(
+        "  quarantined {} records or values, {} data-quality findings; stored in {:.2?}",
+        report.quarantined, report.findings, report.elapsed
+    );
+    Ok(report)
+}
+
+fn client_names(catalog: &Catalog) -> Vec<String> {
+    catalog
+        .agencies
+        .iter()
+        .flat_map(|a| a.certificate_names.iter().cloned())
+        .collect()
+}
+
+fn pki_init(s: &Settings, force: bool) -> anyhow::Result<()> {
+    let catalog = Catalog::load(&s.policies_dir)?;
+    let mut names = client_names(&catalog);
+    names.push("unregistered-agency".into());
+    let summary = pki::init(
+        &s.pki_dir(),
+        &names,
+        &["localhost".to_string(), "127.0.0.1".to_string()],
+        force,
+    )?;
+    eprintln!("pki in {}: {summary:?}", s.pki_dir().display());
+    Ok(())
+}
+
+async fn serve(s: Settings, demo: Option<String>) -> anyhow::Result<()> {
+    let catalog = Arc::new(Catalog::load(&s.policies_dir)?);
+    let policy = Arc::new(PolicySet::load(&s.policies_dir, &catalog).await?);
+    let store = LocalStore::open(&s.store_dir())?;
+    let mut tables = HashMap::new();
+    for kind in [SubjectKind::Person, SubjectKind::Organisation] {
+        if let Some(m) = store.current(Golden::table(kind))? {
+            let batches = store.read(&m)?;
+            tables.insert(kind, Arc::new(LoadedTable::new(m, batches, COL_KEY)?));
+        } else {
+            tracing::warn!(
+                table = Golden::table(kind),
+                "no stored version: lookups of this kind answer 503 until a pull"
+            );
+        }
+    }
+    let signer = Ed25519Signer::load_or_create(&s.seal_key_file())?;
+    let pub_path = s.seal_key_file().with_extension("pub");
+    std::fs::write(&pub_path, seal::public_key_file_contents(&signer))
+        .with_context(|| format!("writing {}", pub_path.display()))?;
+    let paths = pki::PkiPaths { dir: s.pki_dir() };
+    let tls = api::tls_config(
+        &paths.ca_cert(),
+        &paths.server_cert(),
+        &paths.server_key(),
+        false,
+    )?;
+    let state = Arc::new(AppState {
+        catalog,
+        policy,
+        cases: CaseBook::open(&s.cases_file())?,
+        tables,
+        audit: Arc::new(AuditLog::open(&s.audit_dir())?),
+        signer: Arc::new(signer) as Arc<dyn Signer>,
+        max_body_bytes: s.max_body_bytes,
+        request_timeout: Duration::from_secs(s.request_timeout_secs),
+    });
+    let listener = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .with_context(|| format!("binding {}", s.listen))?;
+    tracing::info!(listen = %s.listen, policy_version = %state.policy.version, "serving with mutual TLS");
+    if let Some(text) = demo {
+        println!("{text}");
+    }
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    api::run(listener, tls, state, shutdown).await?;
+    Ok(())
+}
+
+/// Copy-pasteable commands for the demo, with a real applicant.
+fn demo_script(s: &Settings) -> anyhow::Result<String> {
+    let path = s.sources_dir().join("applicants.csv");
+    let mut rdr =
+        csv::Reader::from_path(&path).with_context(|| format!("reading {}", path.display()))?;
+    let rows: Vec<csv::StringRecord> = rdr.records().collect::<Result<_, _>>()?;
+    if rows.len() < 2 {
+        bail!("{} lists fewer than two applicants", path.display());
+    }
+    let (id1, name1, id2) = (&rows[0][1], &rows[0][2], &rows[1][1]);
+    let case = format!("MZ-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    let url = format!("https://{}", demo_host(s));
+    let pki = s.pki_dir();
+    let tls = |agency: &str| {
+        format!(
+            "curl -s --cacert {ca} --cert {d}/clients/{agency}.pem --key {d}/clients/{agency}.key",
+            ca = pki.join("ca.pem").display(),
+            d = pki.display()
+        )
+    };
+    let mzt = tls("xj-mzt");
+    let post = "-H 'content-type: application/json' -d";
+    Ok(format!(
+        r#"
+sharebroker demo is up on {url} (mutual TLS; Ctrl-C stops it).
+Applicant: {name1} ({id1}). Civil affairs (xj-mzt) handles a marriage registration (XJ-MZ-0201).
+
+# 1. Open a case for the applicant (purpose binding: service item + applicant)
+{mzt} {url}/v1/cases {post} '{{"case_id":"{case}","service_item":"XJ-MZ-0201","officer":"mz-officer-007","applicants":[{{"id_number":"{id1}"}}]}}'
+
+# 2. Look up the applicant's household-registry record for that case (sealed; phone and ethnicity withheld with reasons)
+{mzt} {url}/v1/cases/{case}/lookup {post} '{{"subject":{{"id_number":"{id1}"}},"dataset":"population"}}' | tee lookup.json
+
+# 3. Verify the seal offline
+{mzt} {url}/v1/seal/key > seal-key.json && cargo run -q -- seal verify --key seal-key.json lookup.json
+
+# 4. Pre-fill every material the service item needs; the rest is what the applicant must still bring
+{mzt} {url}/v1/cases/{case}/prefill {post} '{{}}'
+
+# 5. Refused, with a reason and no data:
+#    a person who is not an applicant of the case
+{mzt} {url}/v1/cases/{case}/lookup {post} '{{"subject":{{"id_number":"{id2}"}},"dataset":"population"}}'
+#    a purpose other than the case's
+{mzt} {url}/v1/cases/{case}/lookup {post} '{{"subject":{{"id_number":"{id1}"}},"dataset":"population","purpose":"XJ-GJJ-0203"}}'
+#    a field the catalogue does not share
+{mzt} {url}/v1/cases/{case}/lookup {post} '{{"subject":{{"id_number":"{id1}"}},"dataset":"population","fields":["phone"]}}'
+#    another agency using this case
+{gjj} {url}/v1/cases/{case}/lookup {post} '{{"subject":{{"id_number":"{id1}"}},"dataset":"population"}}'
+
+# 6. The auditor's view: every access to this applicant's data
+{sjj} '{url}/v1/audit?id_number={id1}'
+"#,
+        gjj = tls("xj-gjj"),
+        sjj = tls("xj-sjj"),
+    ))
+}
+
+fn demo_host(s: &Settings) -> String {
+    s.listen.to_string()
+}

@@ -1,0 +1,983 @@
+//! Purpose-bound access policy: casbin model and rules from `policies/`,
+//! catalogue share types, approved conditional-sharing applications, and
+//! the decision plans compiled from them for the request path; cases; and
+//! masking. [`Authorized`] can only be made here: a request that passed the
+//! policy is a different type from one that has not.
+
+pub mod cases;
+pub mod mask;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use casbin::{CoreApi, DefaultModel, Enforcer, MemoryAdapter, MgmtApi};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::catalog::{Agency, Catalog, Field, MaskKind, ShareType};
+use crate::config::{ConfigError, ConfigErrors, Source};
+use cases::{Case, CaseBook};
+
+pub const MODEL_FILE: &str = "model.conf";
+pub const RULES_FILE: &str = "policy.csv";
+pub const APPLICATIONS_FILE: &str = "applications.toml";
+
+pub const READ_CLEAR: &str = "read_clear";
+pub const READ_MASKED: &str = "read_masked";
+
+/// One `p` line of the rules file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub line: usize,
+    pub role: String,
+    pub object: String,
+    pub action: String,
+    pub purpose: String,
+    pub allow: bool,
+}
+
+impl Rule {
+    fn describe(&self) -> String {
+        format!(
+            "{RULES_FILE}:{} p, {}, {}, {}, {}, {}",
+            self.line,
+            self.role,
+            self.object,
+            self.action,
+            self.purpose,
+            if self.allow { "allow" } else { "deny" }
+        )
+    }
+}
+
+/// An approved application for conditional sharing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Application {
+    pub id: String,
+    pub agency: String,
+    pub fields: Vec<String>,
+    pub purpose: String,
+    pub approved_by: String,
+    pub valid_until: NaiveDate,
+}
+
+/// How one field may be read under one (role, purpose).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldDecision {
+    Clear {
+        rule: String,
+        until: Option<NaiveDate>,
+    },
+    Masked {
+        rule: String,
+        mask: MaskKind,
+        until: Option<NaiveDate>,
+    },
+    Denied {
+        reason: String,
+    },
+}
+
+/// The compiled decision for every field of a dataset, for one role and
+/// one purpose, in catalogue order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub fields: Vec<(String, FieldDecision)>,
+}
+
+impl Plan {
+    pub fn decision(&self, field: &str) -> Option<&FieldDecision> {
+        self.fields.iter().find(|(f, _)| f == field).map(|(_, d)| d)
+    }
+}
+
+type PlanKey = (String, String, String);
+
+/// The policy in force: rules, applications, and their compiled plans.
+pub struct PolicySet {
+    /// SHA-256 over every policy and catalogue file, hex: recorded with
+    /// every decision.
+    pub version: String,
+    pub rules: Vec<Rule>,
+    pub applications: Vec<Application>,
+    plans: HashMap<PlanKey, Arc<Plan>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApplications {
+    #[serde(default)]
+    application: Vec<RawApplication>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApplication {
+    id: String,
+    agency: Spanned<String>,
+    fields: Vec<Spanned<String>>,
+    purpose: Spanned<String>,
+    approved_by: Spanned<String>,
+    #[allow(dead_code)]
+    approved_on: toml::value::Datetime,
+    valid_until: Spanned<toml::value::Datetime>,
+}
+
+fn purpose_known(catalog: &Catalog, purpose: &str) -> bool {
+    match purpose.strip_prefix("purpose:") {
+        Some(cat) => catalog.items.iter().any(|i| i.purpose_category == cat),
+        None => catalog.item(purpose).is_some(),
+    }
+}
+
+fn parse_rules(src: &Source, catalog: &Catalog, errors: &mut Vec<ConfigError>) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for (i, line) in src.text.lines().enumerate() {
+        let line_no = i + 1;
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let parts: Vec<&str> = t.split(',').map(str::trim).collect();
+        let err = |key: &str, reason: String| {
+            ConfigError::new(&src.path, key, reason).at_line(Some(line_no))
+        };
+        if parts[0] != "p" {
+            errors.push(err(
+                "",
+                format!(
+                    "only `p` lines belong here (groupings come from the catalogue), found `{}`",
+                    parts[0]
+                ),
+            ));
+            continue;
+        }
+        if parts.len() != 6 {
+            errors.push(err(
+                "",
+                format!(
+                    "a rule has 6 parts `p, role, object, action, purpose, allow|deny`, found {}",
+                    parts.len()
+                ),
+            ));
+            continue;
+        }
+        let (role, object, action, purpose, effect) =
+            (parts[1], parts[2], parts[3], parts[4], parts[5]);
+        if !catalog
+            .agencies
+            .iter()
+            .any(|a| a.roles.iter().any(|r| r == role))
+        {
+            errors.push(err(
+                "role",
+                format!("unknown role `{role}` (roles are `agency:role` from agencies.toml)"),
+            ));
+        }
+        let object_ok = if let Some(ds) = object.strip_prefix("dataset:") {
+            catalog.dataset(ds).is_some()
+        } else if let Some(tag) = object.strip_prefix("tag:") {
+            catalog
+                .datasets
+                .iter()
+                .flat_map(|d| &d.fields)
+                .any(|f| f.sensitivity == tag)
+        } else {
+            catalog.field(object).is_some()
+        };
+        if !object_ok {
+            errors.push(err("object", format!("unknown object `{object}` (a `dataset.field`, `dataset:<id>` or `tag:<sensitivity>`)")));
+        }
+        if action != READ_CLEAR && action != READ_MASKED {
+            errors.push(err(
+                "action",
+                format!("unknown action `{action}` (read_clear or read_masked)"),
+            ));
+        }
+        if !purpose_known(catalog, purpose) {
+            errors.push(err(
+                "purpose",
+                format!(
+                    "unknown purpose `{purpose}` (a service item code or `purpose:<category>`)"
+                ),
+            ));
+        }
+        if effect != "allow" && effect != "deny" {
+            errors.push(err(
+                "effect",
+                format!("unknown effect `{effect}` (allow or deny)"),
+            ));
+        }
+        rules.push(Rule {
+            line: line_no,
+            role: role.to_string(),
+            object: object.to_string(),
+            action: action.to_string(),
+            purpose: purpose.to_string(),
+            allow: effect == "allow",
+        });
+    }
+    rules
+}
+
+fn toml_date(d: &toml::value::Datetime) -> Option<NaiveDate> {
+    let date = d.date?;
+    NaiveDate::from_ymd_opt(
+        i32::from(date.year),
+        u32::from(date.month),
+        u32::from(date.day),
+    )
+}
+
+fn parse_applications(
+    src: &Source,
+    catalog: &Catalog,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Application> {
+    let raw: RawApplications = match src.parse_toml() {
+        Ok(r) => r,
+        Err(e) => {
+            errors.push(e);
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (i, a) in raw.application.into_iter().enumerate() {
+        let key = format!("application[{i}]");
+        if catalog.agency(a.agency.get_ref()).is_none() {
+            errors.push(src.error_at(
+                a.agency.span(),
+                format!("{key}.agency"),
+                format!("unknown agency `{}`", a.agency.get_ref()),
+            ));
+        }
+        if !purpose_known(catalog, a.purpose.get_ref()) {
+            errors.push(src.error_at(
+                a.purpose.span(),
+                format!("{key}.purpose"),
+                format!("unknown purpose `{}`", a.purpose.get_ref()),
+            ));
+        }
+        for (j, f) in a.fields.iter().enumerate() {
+            match catalog.field(f.get_ref()) {
+                None => errors.push(src.error_at(
+                    f.span(),
+                    format!("{key}.fields[{j}]"),
+                    format!("unknown catalogue field `{}`", f.get_ref()),
+                )),
+                Some((d, field)) => {
+                    if field.share != ShareType::Conditional {
+                        errors.push(src.error_at(f.span(), format!("{key}.fields[{j}]"), format!("`{}` is not a conditional field; applications are for conditional sharing", f.get_ref())));
+                    }
+                    if d.provider != *a.approved_by.get_ref() {
+                        errors.push(src.error_at(
+                            a.approved_by.span(),
+                            format!("{key}.approved_by"),
+                            format!(
+                                "`{}` is provided by `{}`, whose steward must approve",
+                                f.get_ref(),
+                                d.provider
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        let Some(valid_until) = toml_date(a.valid_until.get_ref()) else {
+            errors.push(src.error_at(
+                a.valid_until.span(),
+                format!("{key}.valid_until"),
+                "expected a date like 2027-03-01",
+            ));
+            continue;
+        };
+        out.push(Application {
+            id: a.id,
+            agency: a.agency.into_inner(),
+            fields: a.fields.into_iter().map(Spanned::into_inner).collect(),
+            purpose: a.purpose.into_inner(),
+            approved_by: a.approved_by.into_inner(),
+            valid_until,
+        });
+    }
+    out
+}
+
+impl PolicySet {
+    /// Load, validate and compile the policy in `dir` against `catalog`.
+    pub async fn load(dir: &Path, catalog: &Catalog) -> Result<PolicySet, ConfigErrors> {
+        let model_path = dir.join(MODEL_FILE);
+        let model_src = Source::read(&model_path)?;
+        let rules_src = Source::read(&dir.join(RULES_FILE))?;
+        let apps_src = Source::read(&dir.join(APPLICATIONS_FILE))?;
+        let mut errors = Vec::new();
+        let rules = parse_rules(&rules_src, catalog, &mut errors);
+        let applications = parse_applications(&apps_src, catalog, &mut errors);
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let model = DefaultModel::from_str(&model_src.text)
+            .await
+            .map_err(|e| ConfigError::new(&model_path, "", format!("invalid casbin model: {e}")))?;
+        let mut enforcer = Enforcer::new(model, MemoryAdapter::default())
+            .await
+            .map_err(|e| {
+                ConfigError::new(&model_path, "", format!("cannot build enforcer: {e}"))
+            })?;
+        let casbin_err = |e: casbin::Error| {
+            ConfigError::new(&model_path, "", format!("casbin rejected the rules: {e}"))
+        };
+        let p: Vec<Vec<String>> = rules
+            .iter()
+            .map(|r| {
+                vec![
+                    r.role.clone(),
+                    r.object.clone(),
+                    r.action.clone(),
+                    r.purpose.clone(),
+                    if r.allow { "allow" } else { "deny" }.into(),
+                ]
+            })
+            .collect();
+        if !p.is_empty() {
+            enforcer.add_policies(p).await.map_err(casbin_err)?;
+        }
+        let mut g = Vec::new();
+        for d in &catalog.datasets {
+            for f in &d.fields {
+                g.push(vec![f.qualified.clone(), format!("dataset:{}", d.id)]);
+                g.push(vec![f.qualified.clone(), format!("tag:{}", f.sensitivity)]);
+            }
+        }
+        enforcer
+            .add_named_grouping_policies("g", g)
+            .await
+            .map_err(casbin_err)?;
+        let g2: Vec<Vec<String>> = catalog
+            .items
+            .iter()
+            .map(|i| vec![i.code.clone(), format!("purpose:{}", i.purpose_category)])
+            .collect();
+        enforcer
+            .add_named_grouping_policies("g2", g2)
+            .await
+            .map_err(casbin_err)?;
+
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        for f in [
+            crate::catalog::AGENCIES_FILE,
+            crate::catalog::CATALOG_FILE,
+            crate::catalog::SERVICE_ITEMS_FILE,
+        ] {
+            hasher.update(&std::fs::read(dir.join(f)).unwrap_or_default());
+        }
+        for s in [&model_src, &rules_src, &apps_src] {
+            hasher.update(s.text.as_bytes());
+        }
+        let version = hex::encode(hasher.finish().as_ref());
+
+        let mut set = PolicySet {
+            version,
+            rules,
+            applications,
+            plans: HashMap::new(),
+        };
+        set.compile(&enforcer, catalog).map_err(casbin_err)?;
+        Ok(set)
+    }
+
+    /// Compile a plan for every (role, service item, dataset).
+    fn compile(&mut self, enforcer: &Enforcer, catalog: &Catalog) -> casbin::Result<()> {
+        for agency in &catalog.agencies {
+            for role in &agency.roles {
+                for item in &catalog.items {
+                    for dataset in &catalog.datasets {
+                        let mut fields = Vec::with_capacity(dataset.fields.len());
+                        for f in &dataset.fields {
+                            let d = self.decide(
+                                enforcer,
+                                agency,
+                                role,
+                                &item.code,
+                                &item.purpose_category,
+                                &dataset.provider,
+                                f,
+                            )?;
+                            fields.push((f.name.clone(), d));
+                        }
+                        self.plans.insert(
+                            (role.clone(), item.code.clone(), dataset.id.clone()),
+                            Arc::new(Plan { fields }),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        enforcer: &Enforcer,
+        agency: &Agency,
+        role: &str,
+        item: &str,
+        category: &str,
+        provider: &str,
+        field: &Field,
+    ) -> casbin::Result<FieldDecision> {
+        let until = match field.share {
+            ShareType::NotShared => {
+                return Ok(FieldDecision::Denied {
+                    reason: format!(
+                        "`{}` is not shared (不予共享) in the catalogue",
+                        field.qualified
+                    ),
+                });
+            }
+            ShareType::Unconditional => None,
+            ShareType::Conditional if agency.id == provider => None,
+            ShareType::Conditional => {
+                let purpose_cat = format!("purpose:{category}");
+                let app = self.applications.iter().find(|a| {
+                    a.agency == agency.id
+                        && a.fields.contains(&field.qualified)
+                        && (a.purpose == item || a.purpose == purpose_cat)
+                });
+                match app {
+                    Some(a) => Some(a.valid_until),
+                    None => {
+                        return Ok(FieldDecision::Denied {
+                            reason: format!(
+                                "`{}` is shared conditionally (有条件共享) and no approved application of `{}` covers it for `{item}`",
+                                field.qualified, agency.id
+                            ),
+                        });
+                    }
+                }
+            }
+        };
+        // casbin decides; the rule shown is the first line that could have
+        // matched (explanations need casbin's logging feature, not built).
+        let dataset = field.qualified.split('.').next().unwrap_or_default();
+        let matching = |action: &str, allow: bool| {
+            self.rules
+                .iter()
+                .find(|r| {
+                    r.allow == allow
+                        && r.role == role
+                        && r.action == action
+                        && (r.purpose == item || r.purpose == format!("purpose:{category}"))
+                        && (r.object == field.qualified
+                            || r.object == format!("dataset:{dataset}")
+                            || r.object == format!("tag:{}", field.sensitivity))
+                })
+                .map(Rule::describe)
+        };
+        if enforcer.enforce((role, field.qualified.as_str(), READ_CLEAR, item))? {
+            let rule = matching(READ_CLEAR, true).unwrap_or_default();
+            return Ok(FieldDecision::Clear { rule, until });
+        }
+        if enforcer.enforce((role, field.qualified.as_str(), READ_MASKED, item))? {
+            let rule = matching(READ_MASKED, true).unwrap_or_default();
+            return Ok(FieldDecision::Masked {
+                rule,
+                mask: field.mask,
+                until,
+            });
+        }
+        Ok(FieldDecision::Denied {
+            reason: match matching(READ_CLEAR, false).or_else(|| matching(READ_MASKED, false)) {
+                Some(r) => format!("denied by {r}"),
+                None => format!(
+                    "no rule allows `{role}` to read `{}` for `{item}` (default deny)",
+                    field.qualified
+                ),
+            },
+        })
+    }
+
+    /// The plan for a role reading a dataset for a service item.
+    pub fn plan(&self, role: &str, item: &str, dataset: &str) -> Option<&Arc<Plan>> {
+        self.plans
+            .get(&(role.to_string(), item.to_string(), dataset.to_string()))
+    }
+
+    pub fn plan_count(&self) -> usize {
+        self.plans.len()
+    }
+}
+
+/// How one granted field is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Clear,
+    Masked(MaskKind),
+}
+
+/// A lookup that passed the case check and the policy: only this module
+/// makes one.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    case: Case,
+    dataset: String,
+    granted: Vec<(String, Access, String)>,
+    withheld: Vec<(String, String)>,
+}
+
+impl Authorized {
+    pub fn case(&self) -> &Case {
+        &self.case
+    }
+    pub fn dataset(&self) -> &str {
+        &self.dataset
+    }
+    /// (field name, access, deciding rule) for every field to serve.
+    pub fn granted(&self) -> &[(String, Access, String)] {
+        &self.granted
+    }
+    /// (field name, reason) for every requested field that is withheld.
+    pub fn withheld(&self) -> &[(String, String)] {
+        &self.withheld
+    }
+}
+
+/// Why a request was refused: a stable code and a human reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub reason: String,
+    /// Per-field reasons, when fields were denied.
+    pub withheld: Vec<(String, String)>,
+}
+
+impl Refusal {
+    fn new(code: &'static str, reason: String) -> Self {
+        Refusal {
+            code,
+            reason,
+            withheld: Vec::new(),
+        }
+    }
+}
+
+/// Check that `case_id` is an open case of `agency` naming `subject_key`,
+/// and that `purpose` (when the client states one) is the case's.
+pub fn check_case(
+    cases: &CaseBook,
+    agency: &Agency,
+    case_id: &str,
+    subject_key: Option<&str>,
+    purpose: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Case, Refusal> {
+    let case = cases.get(case_id).ok_or_else(|| {
+        Refusal::new(
+            "case_not_found",
+            format!("there is no case `{case_id}`: open a case for the applicant first"),
+        )
+    })?;
+    if case.agency != agency.id {
+        return Err(Refusal::new(
+            "case_not_yours",
+            format!(
+                "case `{case_id}` belongs to another agency; a lookup needs a case of `{}`",
+                agency.id
+            ),
+        ));
+    }
+    if let Some(closed) = case.closed_at {
+        return Err(Refusal::new(
+            "case_closed",
+            format!("case `{case_id}` was closed at {}", closed.to_rfc3339()),
+        ));
+    }
+    if !case.is_open_at(now) {
+        return Err(Refusal::new(
+            "case_expired",
+            format!(
+                "case `{case_id}` expired at {}",
+                case.expires_at.to_rfc3339()
+            ),
+        ));
+    }
+    if let Some(p) = purpose
+        && p != case.service_item
+    {
+        return Err(Refusal::new(
+            "purpose_mismatch",
+            format!(
+                "the stated purpose `{p}` is not the service item of case `{case_id}` (`{}`)",
+                case.service_item
+            ),
+        ));
+    }
+    if let Some(key) = subject_key
+        && !case.has_applicant(key)
+    {
+        return Err(Refusal::new(
+            "subject_not_in_case",
+            format!("the subject is not an applicant of case `{case_id}`"),
+        ));
+    }
+    Ok(case)
+}
+
+/// Decide a point lookup: the case check, then the plan for the case's
+/// role, the case's service item and the dataset, field by field.
+#[allow(clippy::too_many_arguments)]
+pub fn authorize_lookup(
+    policy: &PolicySet,
+    catalog: &Catalog,
+    cases: &CaseBook,
+    agency: &Agency,
+    case_id: &str,
+    subject_key: &str,
+    dataset: &str,
+    fields: Option<&[String]>,
+    purpose: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Authorized, Refusal> {
+    let case = check_case(cases, agency, case_id, Some(subject_key), purpose, now)?;
+    let role = case.role.as_str();
+    let ds = catalog.dataset(dataset).ok_or_else(|| {
+        Refusal::new(
+            "unknown_dataset",
+            format!("there is no dataset `{dataset}` in the catalogue"),
+        )
+    })?;
+    let plan = policy
+        .plan(role, &case.service_item, dataset)
+        .ok_or_else(|| {
+            Refusal::new(
+                "no_plan",
+                format!("no policy covers `{role}` for `{}`", case.service_item),
+            )
+        })?;
+    let wanted: Vec<&str> = match fields {
+        Some(fs) if !fs.is_empty() => {
+            for f in fs {
+                if ds.field(f).is_none() {
+                    return Err(Refusal::new(
+                        "unknown_field",
+                        format!("dataset `{dataset}` has no field `{f}`"),
+                    ));
+                }
+            }
+            fs.iter().map(String::as_str).collect()
+        }
+        _ => ds.fields.iter().map(|f| f.name.as_str()).collect(),
+    };
+    let today = now.date_naive();
+    let mut granted = Vec::new();
+    let mut withheld = Vec::new();
+    for name in wanted {
+        match plan.decision(name) {
+            Some(FieldDecision::Clear { rule, until }) if until.is_none_or(|u| today <= u) => {
+                granted.push((name.to_string(), Access::Clear, rule.clone()))
+            }
+            Some(FieldDecision::Masked { rule, mask, until })
+                if until.is_none_or(|u| today <= u) =>
+            {
+                granted.push((name.to_string(), Access::Masked(*mask), rule.clone()))
+            }
+            Some(
+                FieldDecision::Clear { until: Some(u), .. }
+                | FieldDecision::Masked { until: Some(u), .. },
+            ) => withheld.push((
+                name.to_string(),
+                format!("the sharing application for this field expired on {u}"),
+            )),
+            Some(FieldDecision::Denied { reason }) => {
+                withheld.push((name.to_string(), reason.clone()))
+            }
+            _ => withheld.push((
+                name.to_string(),
+                "no decision in the plan (default deny)".into(),
+            )),
+        }
+    }
+    if granted.is_empty() {
+        return Err(Refusal {
+            code: "fields_denied",
+            reason: format!(
+                "no requested field of `{dataset}` may be read by `{role}` for `{}`",
+                case.service_item
+            ),
+            withheld,
+        });
+    }
+    Ok(Authorized {
+        case,
+        dataset: dataset.to_string(),
+        granted,
+        withheld,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::SubjectKind;
+
+    fn policies() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+    }
+
+    async fn demo() -> (Catalog, PolicySet) {
+        let c = Catalog::load(&policies()).expect("catalogue");
+        let p = PolicySet::load(&policies(), &c).await.expect("policy");
+        (c, p)
+    }
+
+    #[tokio::test]
+    async fn plans_follow_rules_share_types_and_applications() {
+        let (_, p) = demo().await;
+        let plan = p
+            .plan("xj-mzt:marriage_registry", "XJ-MZ-0201", "population")
+            .expect("plan");
+        assert!(matches!(
+            plan.decision("name"),
+            Some(FieldDecision::Clear { .. })
+        ));
+        // not shared beats any allow
+        assert!(
+            matches!(plan.decision("phone"), Some(FieldDecision::Denied { reason }) if reason.contains("不予共享"))
+        );
+        // conditional without an application
+        assert!(
+            matches!(plan.decision("ethnicity"), Some(FieldDecision::Denied { reason }) if reason.contains("有条件共享"))
+        );
+        // conditional: the provider reads its own without an application …
+        let plan = p
+            .plan("xj-mzt:social_assistance", "XJ-MZ-0305", "marriage")
+            .expect("plan");
+        assert!(matches!(
+            plan.decision("spouse_name"),
+            Some(FieldDecision::Clear { until: None, .. })
+        ));
+        // … another agency needs one, and is bound by its validity
+        let plan = p
+            .plan("xj-mzt:social_assistance", "XJ-MZ-0305", "social_insurance")
+            .expect("plan");
+        assert!(matches!(
+            plan.decision("contribution_months"),
+            Some(FieldDecision::Clear { until: Some(_), .. })
+        ));
+        let plan = p
+            .plan("xj-zrzyt:real_estate", "XJ-ZR-0107", "marriage")
+            .expect("plan");
+        assert!(matches!(
+            plan.decision("spouse_name"),
+            Some(FieldDecision::Clear { until: Some(_), .. })
+        ));
+        assert!(matches!(
+            plan.decision("spouse_id_number"),
+            Some(FieldDecision::Denied { .. })
+        ));
+        // deny overrides allow, masked allow still applies
+        let plan = p
+            .plan("wlmq-zwfw:counter", "WLMQ-ZW-0001", "population")
+            .expect("plan");
+        assert!(matches!(
+            plan.decision("household_address"),
+            Some(FieldDecision::Masked {
+                mask: MaskKind::Address,
+                ..
+            })
+        ));
+        assert!(matches!(
+            plan.decision("id_number"),
+            Some(FieldDecision::Masked {
+                mask: MaskKind::IdNumber,
+                ..
+            })
+        ));
+        // another purpose: nothing
+        let plan = p
+            .plan("xj-mzt:marriage_registry", "XJ-GJJ-0203", "population")
+            .expect("plan");
+        assert!(
+            plan.fields
+                .iter()
+                .all(|(_, d)| matches!(d, FieldDecision::Denied { .. }))
+        );
+        assert_eq!(p.version.len(), 64);
+    }
+
+    #[tokio::test]
+    async fn bad_rules_are_reported_with_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in std::fs::read_dir(policies()).expect("dir") {
+            let f = f.expect("entry").path();
+            if f.is_file() {
+                std::fs::copy(&f, dir.path().join(f.file_name().expect("name"))).expect("copy");
+            }
+        }
+        std::fs::write(
+            dir.path().join(RULES_FILE),
+            "# rules\np, xj-mzt:nobody, population.name, read_clear, XJ-MZ-0201, allow\np, xj-mzt:marriage_registry, population.name, read, XJ-MZ-0201, allow\np, xj-mzt:marriage_registry, population.name, read_clear, XJ-NOPE, allow\np, a, b\n",
+        )
+        .expect("write");
+        let c = Catalog::load(dir.path()).expect("catalogue");
+        let err = PolicySet::load(dir.path(), &c)
+            .await
+            .err()
+            .expect("error")
+            .to_string();
+        assert!(
+            err.contains("policy.csv:2: role: unknown role `xj-mzt:nobody`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("policy.csv:3: action: unknown action `read`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("policy.csv:4: purpose: unknown purpose `XJ-NOPE`"),
+            "{err}"
+        );
+        assert!(err.contains("policy.csv:5: a rule has 6 parts"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn lookups_need_an_open_case_of_the_caller_for_its_applicant() {
+        let (c, p) = demo().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let book = CaseBook::open(&dir.path().join("cases.jsonl")).expect("cases");
+        let now = Utc::now();
+        let key = "650102198506150010";
+        let applicants = vec![cases::Applicant {
+            kind: SubjectKind::Person,
+            key: key.into(),
+        }];
+        book.open_case(
+            "MZ-1",
+            "xj-mzt",
+            "xj-mzt:marriage_registry",
+            "XJ-MZ-0201",
+            applicants,
+            "o",
+            30,
+            now,
+        )
+        .expect("open");
+        let mzt = c.agency("xj-mzt").expect("agency");
+        let gjj = c.agency("xj-gjj").expect("agency");
+        let ok = authorize_lookup(
+            &p,
+            &c,
+            &book,
+            mzt,
+            "MZ-1",
+            key,
+            "population",
+            None,
+            None,
+            now,
+        )
+        .expect("allowed");
+        assert!(
+            ok.granted()
+                .iter()
+                .any(|(f, a, _)| f == "name" && *a == Access::Clear)
+        );
+        assert!(ok.withheld().iter().any(|(f, _)| f == "phone"));
+        let code = |r: Result<Authorized, Refusal>| r.err().map(|e| e.code);
+        assert_eq!(
+            code(authorize_lookup(
+                &p,
+                &c,
+                &book,
+                mzt,
+                "MZ-9",
+                key,
+                "population",
+                None,
+                None,
+                now
+            )),
+            Some("case_not_found")
+        );
+        assert_eq!(
+            code(authorize_lookup(
+                &p,
+                &c,
+                &book,
+                gjj,
+                "MZ-1",
+                key,
+                "population",
+                None,
+                None,
+                now
+            )),
+            Some("case_not_yours")
+        );
+        assert_eq!(
+            code(authorize_lookup(
+                &p,
+                &c,
+                &book,
+                mzt,
+                "MZ-1",
+                "11010519491231002X",
+                "population",
+                None,
+                None,
+                now
+            )),
+            Some("subject_not_in_case")
+        );
+        assert_eq!(
+            code(authorize_lookup(
+                &p,
+                &c,
+                &book,
+                mzt,
+                "MZ-1",
+                key,
+                "population",
+                None,
+                Some("XJ-GJJ-0203"),
+                now
+            )),
+            Some("purpose_mismatch")
+        );
+        let phone = vec!["phone".to_string()];
+        assert_eq!(
+            code(authorize_lookup(
+                &p,
+                &c,
+                &book,
+                mzt,
+                "MZ-1",
+                key,
+                "population",
+                Some(&phone),
+                None,
+                now
+            )),
+            Some("fields_denied")
+        );
+        book.close_case("MZ-1", "xj-mzt", now).expect("close");
+        assert_eq!(
+            code(authorize_lookup(
+                &p,
+                &c,
+                &book,
+                mzt,
+                "MZ-1",
+                key,
+                "population",
+                None,
+                None,
+                now
+            )),
+            Some("case_closed")
+        );
+    }
+}
