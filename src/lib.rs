@@ -8,6 +8,7 @@ pub mod config;
 pub mod connectors;
 pub mod datagen;
 pub mod ingest;
+pub mod journal;
 pub mod model;
 pub mod pki;
 pub mod policy;

@@ -1,26 +1,20 @@
 //! The `sharebroker` command line: a thin layer over the library.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use sharebroker::api::{self, AppState};
-use sharebroker::audit::AuditLog;
-use sharebroker::catalog::{Catalog, SubjectKind};
+use sharebroker::catalog::Catalog;
 use sharebroker::config::Settings;
 use sharebroker::connectors;
 use sharebroker::datagen::{GenOptions, generate};
-use sharebroker::ingest::{COL_KEY, Golden};
 use sharebroker::pki;
 use sharebroker::policy::PolicySet;
-use sharebroker::policy::cases::CaseBook;
 use sharebroker::pull;
-use sharebroker::seal::{self, Ed25519Signer, Signer};
-use sharebroker::store::{LoadedTable, LocalStore, TableStore};
+use sharebroker::seal;
 
 #[derive(Parser)]
 #[command(
@@ -252,25 +246,7 @@ fn generate_sources(
 }
 
 fn pull_sources(s: &Settings, only: &[String]) -> anyhow::Result<pull::PullReport> {
-    let catalog = Catalog::load(&s.policies_dir)?;
-    let mut configs = connectors::load_dir(&s.connectors_dir, &catalog)?;
-    if !only.is_empty() {
-        for name in only {
-            if !configs.iter().any(|c| &c.spec.name == name) {
-                bail!(
-                    "unknown source `{name}` (sources: {})",
-                    configs
-                        .iter()
-                        .map(|c| c.spec.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-        }
-        configs.retain(|c| only.contains(&c.spec.name));
-    }
-    let store = LocalStore::open(&s.store_dir())?;
-    let report = pull::run(&catalog, &configs, &s.data_dir, &store, true)?;
+    let report = pull::run_configured(s, only, true)?;
     for (name, st) in &report.sources {
         eprintln!(
             "  {name:<24} {:>9} rows  {:>6} rejected  {:>6.1} MB  {:.2?}",
@@ -313,42 +289,8 @@ fn pki_init(s: &Settings, force: bool) -> anyhow::Result<()> {
 }
 
 async fn serve(s: Settings, demo: Option<String>) -> anyhow::Result<()> {
-    let catalog = Arc::new(Catalog::load(&s.policies_dir)?);
-    let policy = Arc::new(PolicySet::load(&s.policies_dir, &catalog).await?);
-    let store = LocalStore::open(&s.store_dir())?;
-    let mut tables = HashMap::new();
-    for kind in [SubjectKind::Person, SubjectKind::Organisation] {
-        if let Some(m) = store.current(Golden::table(kind))? {
-            let batches = store.read(&m)?;
-            tables.insert(kind, Arc::new(LoadedTable::new(m, batches, COL_KEY)?));
-        } else {
-            tracing::warn!(
-                table = Golden::table(kind),
-                "no stored version: lookups of this kind answer 503 until a pull"
-            );
-        }
-    }
-    let signer = Ed25519Signer::load_or_create(&s.seal_key_file())?;
-    let pub_path = s.seal_key_file().with_extension("pub");
-    std::fs::write(&pub_path, seal::public_key_file_contents(&signer))
-        .with_context(|| format!("writing {}", pub_path.display()))?;
-    let paths = pki::PkiPaths { dir: s.pki_dir() };
-    let tls = api::tls_config(
-        &paths.ca_cert(),
-        &paths.server_cert(),
-        &paths.server_key(),
-        false,
-    )?;
-    let state = Arc::new(AppState {
-        catalog,
-        policy,
-        cases: CaseBook::open(&s.cases_file())?,
-        tables,
-        audit: Arc::new(AuditLog::open(&s.audit_dir())?),
-        signer: Arc::new(signer) as Arc<dyn Signer>,
-        max_body_bytes: s.max_body_bytes,
-        request_timeout: Duration::from_secs(s.request_timeout_secs),
-    });
+    let state = Arc::new(AppState::open(&s).await?);
+    let tls = api::tls_config_from(&s, false)?;
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("binding {}", s.listen))?;

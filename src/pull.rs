@@ -8,13 +8,16 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::catalog::{Catalog, SubjectKind};
+use crate::config::Settings;
 use crate::connectors::{self, ConnectorConfig, ConnectorError, PullStats};
 use crate::ingest::resolve::findings_batch;
-use crate::ingest::{COL_KEY, COL_SUBJECT_ID, Golden, Ingest, PreviousIds, quarantine_batch};
-use crate::store::{LoadedTable, Manifest, StoreError, TableStore};
+use crate::ingest::{Golden, Ingest, SubjectRegistry, quarantine_batch};
+use crate::store::{LocalStore, Manifest, StoreError, TableStore};
 
 pub const QUARANTINE_TABLE: &str = "quarantine";
 pub const FINDINGS_TABLE: &str = "findings";
+/// Every subject id ever handed out (kind, key, subject id).
+pub const SUBJECTS_TABLE: &str = "subjects";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -34,26 +37,63 @@ pub struct PullReport {
     pub elapsed: Duration,
 }
 
-/// Subject ids handed out by the current golden versions.
-pub fn previous_ids(store: &dyn TableStore) -> Result<PreviousIds, StoreError> {
-    let mut ids = PreviousIds::default();
-    for kind in [SubjectKind::Person, SubjectKind::Organisation] {
-        let Some(m) = store.current(Golden::table(kind))? else {
-            continue;
-        };
-        let table = LoadedTable::new(m.clone(), store.read(&m)?, COL_KEY)?;
-        for batch in &table.batches {
-            for row in 0..batch.num_rows() {
-                if let (Some(k), Some(id)) = (
-                    LoadedTable::cell(batch, row, COL_KEY),
-                    LoadedTable::cell(batch, row, COL_SUBJECT_ID),
-                ) {
-                    ids.insert(kind, k.to_string(), id.to_string());
-                }
-            }
+/// The subject registry as of the current version (empty before the
+/// first pull).
+pub fn load_registry(store: &dyn TableStore) -> Result<SubjectRegistry, StoreError> {
+    let Some(m) = store.current(SUBJECTS_TABLE)? else {
+        return Ok(SubjectRegistry::default());
+    };
+    let batches = store.read(&m)?;
+    SubjectRegistry::from_batches(&batches).map_err(|reason| StoreError::Corrupt {
+        path: format!("{SUBJECTS_TABLE} v{}", m.version).into(),
+        reason,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullSetupError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigErrors),
+    #[error("unknown source `{name}` (sources: {known})")]
+    UnknownSource { name: String, known: String },
+    #[error(
+        "pulling some sources only is not supported until incremental ingest lands: each run rebuilds the golden records from every source; run `sharebroker pull` without names"
+    )]
+    PartialPull,
+    #[error(transparent)]
+    Pull(#[from] PullError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Pull the sources configured under `s` (all, or those named in `only`)
+/// into the store under `s`.
+pub fn run_configured(
+    s: &Settings,
+    only: &[String],
+    progress: bool,
+) -> Result<PullReport, PullSetupError> {
+    let catalog = Catalog::load(&s.policies_dir)?;
+    let configs = connectors::load_dir(&s.connectors_dir, &catalog)?;
+    for name in only {
+        if !configs.iter().any(|c| &c.spec.name == name) {
+            return Err(PullSetupError::UnknownSource {
+                name: name.clone(),
+                known: configs
+                    .iter()
+                    .map(|c| c.spec.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
         }
     }
-    Ok(ids)
+    // A run rebuilds every golden table from what it pulled, so pulling a
+    // subset would drop the other sources' data from the new version.
+    if !only.is_empty() && configs.iter().any(|c| !only.contains(&c.spec.name)) {
+        return Err(PullSetupError::PartialPull);
+    }
+    let store = LocalStore::open(&s.store_dir())?;
+    Ok(run(&catalog, &configs, &s.data_dir, &store, progress)?)
 }
 
 /// Pull every source in `configs`, resolve, and commit new table versions.
@@ -87,16 +127,21 @@ pub fn run(
         let spec = connector.spec().clone();
         let stats = connector.pull(&mut |pulled| {
             bar.inc(pulled.batch.num_rows() as u64);
-            ingest.add(&spec, &pulled);
-            Ok(())
+            ingest
+                .add(&spec, &pulled)
+                .map_err(|reason| ConnectorError::Sink {
+                    source_name: spec.name.clone(),
+                    reason,
+                })
         })?;
         bar.finish();
         tracing::info!(source = %spec.name, rows = stats.rows, rejected = stats.rejected, bytes = stats.bytes, elapsed_ms = stats.elapsed.as_millis() as u64, "pulled");
         sources.push((spec.name.clone(), stats));
     }
-    let previous = previous_ids(store)?;
-    let outcome = ingest.finish(&previous);
-    let mut manifests = Vec::new();
+    let mut registry = load_registry(store)?;
+    let outcome = ingest.finish(&mut registry);
+    // The registry first: a crash after it only reserves ids, never reuses one.
+    let mut manifests = vec![store.commit(SUBJECTS_TABLE, &[registry.to_batch()])?];
     let mut subjects = Vec::new();
     let mut findings = Vec::new();
     for g in &outcome.goldens {

@@ -3,6 +3,7 @@
 //! against its case and the policy plan, audited durably, and only then
 //! answered; data responses are sealed.
 
+pub mod client;
 mod routes;
 
 use std::collections::HashMap;
@@ -22,12 +23,89 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::audit::AuditLog;
 use crate::catalog::{Agency, Catalog, SubjectKind};
+use crate::config::Settings;
+use crate::ingest::{COL_KEY, Golden};
 use crate::policy::PolicySet;
 use crate::policy::cases::CaseBook;
-use crate::seal::Signer;
-use crate::store::LoadedTable;
+use crate::seal::{Ed25519Signer, Signer};
+use crate::store::{LoadedTable, LocalStore, load_current};
 
 pub use routes::ApiError;
+
+/// Why the broker could not assemble its state at start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigErrors),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Cases(#[from] crate::policy::cases::CaseError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Seal(#[from] crate::seal::SealError),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl AppState {
+    /// Load catalogue and policy, the current golden tables, the case
+    /// journal, the audit log and the seal key named by `s`. The seal's
+    /// public key is (re)published next to the private one as `*.pub`.
+    pub async fn open(s: &Settings) -> Result<AppState, StartError> {
+        let catalog = Arc::new(Catalog::load(&s.policies_dir)?);
+        let policy = Arc::new(PolicySet::load(&s.policies_dir, &catalog).await?);
+        let store = LocalStore::open(&s.store_dir())?;
+        let mut tables = HashMap::new();
+        for kind in [SubjectKind::Person, SubjectKind::Organisation] {
+            match load_current(&store, Golden::table(kind), COL_KEY)? {
+                Some(t) => {
+                    tables.insert(kind, Arc::new(t));
+                }
+                None => tracing::warn!(
+                    table = Golden::table(kind),
+                    "no stored version: lookups of this kind answer 503 until a pull"
+                ),
+            }
+        }
+        let signer = Ed25519Signer::load_or_create(&s.seal_key_file())?;
+        let pub_path = s.seal_key_file().with_extension("pub");
+        std::fs::write(&pub_path, crate::seal::public_key_file_contents(&signer)).map_err(
+            |source| StartError::Io {
+                path: pub_path,
+                source,
+            },
+        )?;
+        Ok(AppState {
+            catalog,
+            policy,
+            cases: CaseBook::open(&s.cases_file())?,
+            tables,
+            audit: Arc::new(AuditLog::open(&s.audit_dir())?),
+            signer: Arc::new(signer),
+            max_body_bytes: s.max_body_bytes,
+            request_timeout: Duration::from_secs(s.request_timeout_secs),
+        })
+    }
+}
+
+/// The TLS config from the PKI directory of `s`.
+pub fn tls_config_from(
+    s: &Settings,
+    allow_tls12: bool,
+) -> Result<rustls::ServerConfig, ServeError> {
+    let paths = crate::pki::PkiPaths { dir: s.pki_dir() };
+    tls_config(
+        &paths.ca_cert(),
+        &paths.server_cert(),
+        &paths.server_key(),
+        allow_tls12,
+    )
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

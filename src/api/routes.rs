@@ -16,9 +16,9 @@ use serde_json::{Value, json};
 use super::{AppState, Caller};
 use crate::audit::{AuditEntry, AuditFilter, AuditSink};
 use crate::catalog::{Agency, SubjectKind};
-use crate::ingest::{SUFFIX_AS_OF, SUFFIX_RECORD, SUFFIX_SOURCE, subject_key};
+use crate::ingest::{SUFFIX_AS_OF, SUFFIX_RECORD, SUFFIX_SOURCE, identifier_problem, subject_key};
 use crate::policy::cases::{Applicant, CaseError};
-use crate::policy::{Access, FieldDecision, Refusal, authorize_lookup, check_case, mask::mask};
+use crate::policy::{Access, Refusal, authorize_lookup, authorize_prefill, mask::mask};
 use crate::seal;
 use crate::store::LoadedTable;
 
@@ -67,9 +67,6 @@ impl From<CaseError> for ApiError {
             }
             CaseError::NotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "case_not_found", e.to_string())
-            }
-            CaseError::OtherAgency(_) => {
-                ApiError::new(StatusCode::FORBIDDEN, "case_not_yours", e.to_string())
             }
             CaseError::AlreadyClosed(_) => {
                 ApiError::new(StatusCode::CONFLICT, "case_closed", e.to_string())
@@ -184,9 +181,10 @@ pub async fn handle(
             .into();
             entry.code = Some(e.code.to_string());
             entry.reason = Some(e.message.clone());
-            if !e.withheld.is_empty() {
-                entry.fields_withheld = e.withheld.iter().map(|(f, _)| f.clone()).collect();
-            }
+            // Nothing was released, whatever a route had noted before failing.
+            entry.fields_clear.clear();
+            entry.fields_masked.clear();
+            entry.rows_out = 0;
             (e.status, error_body(&e), false)
         }
     };
@@ -219,12 +217,20 @@ pub async fn handle(
     json_response(status, &body)
 }
 
-/// The route with ids replaced, for the audit log and metrics.
+/// The route with ids replaced, for the audit log: never a raw path, which
+/// could carry anything a client put in it.
 fn route_template(path: &str) -> String {
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     match parts.as_slice() {
-        ["", "v1", "cases", _, action] => format!("/v1/cases/{{case}}/{action}"),
-        _ => path.chars().take(64).collect(),
+        [
+            "",
+            "v1",
+            "cases",
+            _,
+            action @ ("close" | "lookup" | "prefill"),
+        ] => format!("/v1/cases/{{case}}/{action}"),
+        ["", "v1", r @ ("cases" | "catalog" | "audit")] => format!("/v1/{r}"),
+        _ => "/unmatched".to_string(),
     }
 }
 
@@ -268,6 +274,20 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
     })
 }
 
+/// Run blocking work (fsync, file scans) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tracing::error!(error = %e, "blocking task failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "internal failure; try again",
+        )
+    })
+}
+
 fn require_agency(caller: &Caller) -> Result<&Agency, ApiError> {
     caller.agency.as_ref().ok_or_else(|| {
         ApiError::new(
@@ -279,7 +299,7 @@ fn require_agency(caller: &Caller) -> Result<&Agency, ApiError> {
 }
 
 async fn dispatch(
-    state: &AppState,
+    state: &Arc<AppState>,
     caller: &Caller,
     req: Request<Incoming>,
     entry: &mut AuditEntry,
@@ -294,20 +314,19 @@ async fn dispatch(
         (Method::GET, ["", "v1", "catalog"]) => Ok(catalog(state)),
         (Method::POST, ["", "v1", "cases"]) => {
             let body: OpenCase = read_json(req, limit).await?;
-            open_case(state, &agency, body, entry)
+            open_case(state, &agency, body, entry).await
         }
-        (Method::GET, ["", "v1", "cases"]) => {
-            let cases = state.cases.of_agency(&agency.id);
-            Ok(Reply {
-                status: StatusCode::OK,
-                body: json!({ "cases": cases }),
-                sealed: false,
-            })
-        }
+        (Method::GET, ["", "v1", "cases"]) => Ok(Reply {
+            status: StatusCode::OK,
+            body: json!({ "cases": state.cases.of_agency(&agency.id) }),
+            sealed: false,
+        }),
         (Method::POST, ["", "v1", "cases", id, "close"]) => {
             entry.case_id = Some(id.to_string());
-            let case = state.cases.close_case(id, &agency.id, Utc::now())?;
+            let (st, agency_id, id) = (state.clone(), agency.id.clone(), id.to_string());
+            let case = blocking(move || st.cases.close_case(&agency_id, &id, Utc::now())).await??;
             entry.service_item = Some(case.service_item.clone());
+            entry.role.clone_from(&case.role);
             Ok(Reply {
                 status: StatusCode::OK,
                 body: json!({ "case": case }),
@@ -317,14 +336,14 @@ async fn dispatch(
         (Method::POST, ["", "v1", "cases", id, "lookup"]) => {
             let id = id.to_string();
             let body: Lookup = read_json(req, limit).await?;
-            lookup(state, &agency, &id, body, entry)
+            lookup(state, &agency, &id, body, entry).await
         }
         (Method::POST, ["", "v1", "cases", id, "prefill"]) => {
             let id = id.to_string();
             let body: Prefill = read_json(req, limit).await?;
-            prefill(state, &agency, &id, body, entry)
+            prefill(state, &agency, &id, body, entry).await
         }
-        (Method::GET, ["", "v1", "audit"]) => audit_query(state, &agency, &query),
+        (Method::GET, ["", "v1", "audit"]) => audit_query(state, &agency, &query).await,
         (
             _,
             ["", "v1", "catalog"]
@@ -381,6 +400,8 @@ struct SubjectRef {
 }
 
 impl SubjectRef {
+    /// The normalised identifier, or a 422 whose message carries none of
+    /// the identifier's digits (it is returned to the client and audited).
     fn resolve(&self) -> Result<Applicant, ApiError> {
         let (kind, raw) = match (&self.id_number, &self.credit_code) {
             (Some(id), None) => (SubjectKind::Person, id),
@@ -393,11 +414,11 @@ impl SubjectRef {
                 ));
             }
         };
-        let key = subject_key(kind, raw).map_err(|reason| {
+        let key = subject_key(kind, raw).map_err(|_| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_identifier",
-                reason,
+                identifier_problem(kind, raw),
             )
         })?;
         Ok(Applicant { kind, key })
@@ -415,8 +436,8 @@ struct OpenCase {
     role: Option<String>,
 }
 
-fn open_case(
-    state: &AppState,
+async fn open_case(
+    state: &Arc<AppState>,
     agency: &Agency,
     body: OpenCase,
     entry: &mut AuditEntry,
@@ -478,7 +499,7 @@ fn open_case(
         }
         None => agency.roles.first().cloned().unwrap_or_default(),
     };
-    entry.role = role.clone();
+    entry.role.clone_from(&role);
     if body.applicants.is_empty() || body.applicants.len() > 16 {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -491,16 +512,23 @@ fn open_case(
         .iter()
         .map(SubjectRef::resolve)
         .collect::<Result<Vec<_>, _>>()?;
-    let case = state.cases.open_case(
-        &body.case_id,
-        &agency.id,
-        &role,
-        &item.code,
-        applicants,
-        body.officer.trim(),
-        item.case_valid_days,
-        Utc::now(),
-    )?;
+    let (code, valid_days) = (item.code.clone(), item.case_valid_days);
+    let (agency_id, officer) = (agency.id.clone(), body.officer.trim().to_string());
+    let st = state.clone();
+    // The journal append fsyncs: off the async workers.
+    let case = blocking(move || {
+        st.cases.open_case(
+            &body.case_id,
+            &agency_id,
+            &role,
+            &code,
+            applicants,
+            &officer,
+            valid_days,
+            Utc::now(),
+        )
+    })
+    .await??;
     entry.officer.get_or_insert_with(|| case.officer.clone());
     Ok(Reply {
         status: StatusCode::CREATED,
@@ -530,6 +558,31 @@ fn table(state: &AppState, kind: SubjectKind) -> Result<&LoadedTable, ApiError> 
     })
 }
 
+/// The subject's audit commitment. Creating one fsyncs a salt, so it runs
+/// off the async workers; it is asked only for applicants of an open case
+/// of the caller. If it cannot be written, nothing is served.
+async fn commitment(state: &Arc<AppState>, key: &str) -> Result<String, ApiError> {
+    let (st, key) = (state.clone(), key.to_string());
+    blocking(move || st.audit.commit_subject(&key))
+        .await?
+        .map_err(|e| {
+            tracing::error!(error = %e, "audit salt write failed: refusing to serve");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "the audit log cannot be written, so no data is served",
+            )
+        })
+}
+
+/// Record a served field in the audit entry, by qualified name.
+fn record_served(entry: &mut AuditEntry, qualified: &str, access: Access) {
+    match access {
+        Access::Clear => entry.fields_clear.push(qualified.to_string()),
+        Access::Masked(_) => entry.fields_masked.push(qualified.to_string()),
+    }
+}
+
 /// One served field: value (masked as granted) and provenance.
 fn field_json(
     batch: &arrow_array::RecordBatch,
@@ -553,8 +606,8 @@ fn field_json(
     })
 }
 
-fn lookup(
-    state: &AppState,
+async fn lookup(
+    state: &Arc<AppState>,
     agency: &Agency,
     case_id: &str,
     body: Lookup,
@@ -562,13 +615,11 @@ fn lookup(
 ) -> Result<Reply, ApiError> {
     entry.case_id = Some(case_id.to_string());
     entry.dataset = Some(body.dataset.clone());
+    entry.policy_version = Some(state.policy.version.clone());
     let subject = body.subject.resolve()?;
-    entry.subject_commitment = state.audit.commit_subject(&subject.key).ok();
-    if let Some(case) = state.cases.get(case_id) {
+    if let Some(case) = state.cases.get(&agency.id, case_id) {
         entry.service_item = Some(case.service_item.clone());
-        if case.agency == agency.id {
-            entry.role = case.role.clone();
-        }
+        entry.role.clone_from(&case.role);
     }
     let authorized = authorize_lookup(
         &state.policy,
@@ -581,8 +632,20 @@ fn lookup(
         body.fields.as_deref(),
         body.purpose.as_deref(),
         Utc::now(),
-    )?;
-    entry.policy_version = Some(state.policy.version.clone());
+    )
+    .map_err(|refusal| {
+        entry.fields_withheld = refusal
+            .withheld
+            .iter()
+            .map(|(f, _)| format!("{}.{f}", body.dataset))
+            .collect();
+        // A refused attempt on a subject already in the log is recorded
+        // against it; no salt is created for a subject nobody was served.
+        entry.subject_commitment = state.audit.lookup_commitment(&subject.key);
+        ApiError::from(refusal)
+    })?;
+    // The subject is an applicant of the caller's open case: name it.
+    entry.subject_commitment = Some(commitment(state, &subject.key).await?);
     let dataset = state
         .catalog
         .dataset(authorized.dataset())
@@ -604,7 +667,7 @@ fn lookup(
     entry.fields_withheld = authorized
         .withheld()
         .iter()
-        .map(|(f, _)| f.clone())
+        .map(|(f, _)| format!("{}.{f}", dataset.id))
         .collect();
     let (batch, row) = table.row(&subject.key).ok_or_else(|| {
         ApiError::new(
@@ -621,10 +684,7 @@ fn lookup(
     for (name, access, rule) in authorized.granted() {
         let qualified = format!("{}.{name}", dataset.id);
         fields.insert(name.clone(), field_json(batch, row, &qualified, *access));
-        match access {
-            Access::Clear => entry.fields_clear.push(name.clone()),
-            Access::Masked(_) => entry.fields_masked.push(name.clone()),
-        }
+        record_served(entry, &qualified, *access);
         rules.insert(rule.clone());
     }
     entry.rule = Some(rules.into_iter().collect::<Vec<_>>().join("; "));
@@ -658,116 +718,84 @@ struct Prefill {
     subject: Option<SubjectRef>,
 }
 
-fn prefill(
-    state: &AppState,
+async fn prefill(
+    state: &Arc<AppState>,
     agency: &Agency,
     case_id: &str,
     body: Prefill,
     entry: &mut AuditEntry,
 ) -> Result<Reply, ApiError> {
     entry.case_id = Some(case_id.to_string());
-    let now = Utc::now();
-    let case = check_case(&state.cases, agency, case_id, None, None, now)?;
-    entry.service_item = Some(case.service_item.clone());
-    entry.role = case.role.clone();
-    let subject = match body.subject {
-        Some(s) => s.resolve()?,
-        None if case.applicants.len() == 1 => case.applicants[0].clone(),
-        None => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
-                "this case has several applicants: name the `subject`",
-            ));
-        }
-    };
-    let case = check_case(&state.cases, agency, case_id, Some(&subject.key), None, now)?;
-    entry.subject_commitment = state.audit.commit_subject(&subject.key).ok();
     entry.policy_version = Some(state.policy.version.clone());
-    let item = state
-        .catalog
-        .item(&case.service_item)
-        .expect("cases are opened for known items");
-    let today = now.date_naive();
+    let subject = body.subject.as_ref().map(SubjectRef::resolve).transpose()?;
+    let named = subject.as_ref().map(|s| s.key.clone());
+    let authorized = authorize_prefill(
+        &state.policy,
+        &state.catalog,
+        &state.cases,
+        agency,
+        case_id,
+        subject,
+        Utc::now(),
+    )
+    .map_err(|refusal| {
+        entry.subject_commitment = named.and_then(|k| state.audit.lookup_commitment(&k));
+        ApiError::from(refusal)
+    })?;
+    let case = authorized.case();
+    entry.service_item = Some(case.service_item.clone());
+    entry.role.clone_from(&case.role);
+    let subject = authorized.subject();
+    entry.subject_commitment = Some(commitment(state, &subject.key).await?);
+    let row = table(state, subject.kind)?.row(&subject.key);
     let mut materials = Vec::new();
     let mut must_supply = Vec::new();
     let mut rules = BTreeSet::new();
-    for m in &item.materials {
-        if m.fields.is_empty() {
-            must_supply.push(m.name.clone());
-            materials.push(json!({ "name": m.name, "status": "applicant_supplies" }));
+    for (name, wanted) in authorized.materials() {
+        if wanted.is_empty() {
+            must_supply.push(name.clone());
+            materials.push(json!({ "name": name, "status": "applicant_supplies" }));
             continue;
         }
         let mut fields = serde_json::Map::new();
         let mut missing = Vec::new();
-        for q in &m.fields {
-            let (dataset, field) = state.catalog.field(q).expect("materials name known fields");
-            let decision = state
-                .policy
-                .plan(&case.role, &case.service_item, &dataset.id)
-                .and_then(|p| p.decision(&field.name));
-            let access = match decision {
-                Some(FieldDecision::Clear { rule, until }) if until.is_none_or(|u| today <= u) => {
-                    rules.insert(rule.clone());
-                    Access::Clear
-                }
-                Some(FieldDecision::Masked { rule, mask, until })
-                    if until.is_none_or(|u| today <= u) =>
-                {
-                    rules.insert(rule.clone());
-                    Access::Masked(*mask)
-                }
-                Some(FieldDecision::Denied { reason }) => {
-                    missing.push((q.clone(), reason.clone()));
-                    entry.fields_withheld.push(q.clone());
-                    continue;
-                }
-                _ => {
-                    missing.push((
-                        q.clone(),
-                        "not allowed for this case (default deny)".to_string(),
-                    ));
-                    entry.fields_withheld.push(q.clone());
+        for f in wanted {
+            let (access, rule) = match &f.access {
+                Ok(granted) => granted,
+                Err(reason) => {
+                    entry.fields_withheld.push(f.qualified.clone());
+                    missing.push((f.qualified.clone(), reason.clone()));
                     continue;
                 }
             };
-            if dataset.subject != subject.kind {
-                missing.push((
-                    q.clone(),
-                    format!(
-                        "about a {}; this applicant is a {}",
-                        dataset.subject.as_str(),
-                        subject.kind.as_str()
-                    ),
-                ));
-                continue;
-            }
-            let found = table(state, dataset.subject)?.row(&subject.key);
-            let Some((batch, row)) = found.filter(|(b, r)| LoadedTable::cell(b, *r, q).is_some())
-            else {
-                missing.push((q.clone(), "no agency has shared this value".to_string()));
-                continue;
-            };
-            fields.insert(q.clone(), field_json(batch, row, q, access));
-            match access {
-                Access::Clear => entry.fields_clear.push(q.clone()),
-                Access::Masked(_) => entry.fields_masked.push(q.clone()),
+            match row.filter(|(b, r)| LoadedTable::cell(b, *r, &f.qualified).is_some()) {
+                Some((batch, r)) => {
+                    fields.insert(
+                        f.qualified.clone(),
+                        field_json(batch, r, &f.qualified, *access),
+                    );
+                    record_served(entry, &f.qualified, *access);
+                    rules.insert(rule.clone());
+                }
+                None => missing.push((
+                    f.qualified.clone(),
+                    "no agency has shared this value".to_string(),
+                )),
             }
         }
-        let status = if missing.is_empty() {
-            "shared"
-        } else {
-            must_supply.push(m.name.clone());
-            if fields.is_empty() {
-                "applicant_supplies"
-            } else {
-                "partly_shared"
-            }
+        let status = match (missing.is_empty(), fields.is_empty()) {
+            (true, _) => "shared",
+            (false, true) => "applicant_supplies",
+            (false, false) => "partly_shared",
         };
-        materials.push(json!({ "name": m.name, "status": status, "fields": fields, "missing": withheld_json(&missing) }));
+        if !missing.is_empty() {
+            must_supply.push(name.clone());
+        }
+        materials.push(json!({ "name": name, "status": status, "fields": fields, "missing": withheld_json(&missing) }));
     }
     entry.rule = Some(rules.into_iter().collect::<Vec<_>>().join("; "));
-    entry.rows_out = 1;
+    entry.rows_out = u64::from(row.is_some());
+    let item = state.catalog.item(&case.service_item);
     let versions: serde_json::Map<String, Value> = state
         .tables
         .iter()
@@ -777,7 +805,7 @@ fn prefill(
         status: StatusCode::OK,
         body: json!({
             "data": {
-                "service_item": { "code": item.code, "name": item.name },
+                "service_item": { "code": case.service_item, "name": item.map(|i| i.name.as_str()) },
                 "materials": materials,
                 "applicant_must_supply": must_supply,
             },
@@ -792,20 +820,27 @@ fn prefill(
     })
 }
 
+/// Decode `%XX` escapes and `+` in a query value; bad escapes stay as text.
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
-                    i += 2;
+            b'%' => {
+                match (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) {
+                    (Some(h), Some(l)) => {
+                        out.push(h * 16 + l);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
                 }
-                Err(_) => out.push(b'%'),
-            },
+            }
             b => out.push(b),
         }
         i += 1;
@@ -813,7 +848,11 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn audit_query(state: &AppState, agency: &Agency, query: &str) -> Result<Reply, ApiError> {
+async fn audit_query(
+    state: &Arc<AppState>,
+    agency: &Agency,
+    query: &str,
+) -> Result<Reply, ApiError> {
     if !agency.auditor {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -840,11 +879,11 @@ fn audit_query(state: &AppState, agency: &Agency, query: &str) -> Result<Reply, 
                 } else {
                     SubjectKind::Organisation
                 };
-                let key = subject_key(kind, &v).map_err(|reason| {
+                let key = subject_key(kind, &v).map_err(|_| {
                     ApiError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "invalid_identifier",
-                        reason,
+                        identifier_problem(kind, &v),
                     )
                 })?;
                 // No salt means no entry ever named this subject.
@@ -859,20 +898,23 @@ fn audit_query(state: &AppState, agency: &Agency, query: &str) -> Result<Reply, 
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "bad_query",
-                    format!("unknown query parameter `{k}`"),
+                    "unknown query parameter",
                 ));
             }
         }
     }
     filter.limit = Some(filter.limit.unwrap_or(1000).min(10_000));
-    let entries = state.audit.query(&filter).map_err(|e| {
-        tracing::error!(error = %e, "audit query failed");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the audit log cannot be read right now",
-        )
-    })?;
+    let st = state.clone();
+    let entries = blocking(move || st.audit.query(&filter))
+        .await?
+        .map_err(|e| {
+            tracing::error!(error = %e, "audit query failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the audit log cannot be read right now",
+            )
+        })?;
     let entries: Vec<Value> = entries
         .into_iter()
         .map(|(i, e)| json!({ "index": i, "entry": e }))

@@ -25,6 +25,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::journal::{self, Appender};
+
 /// File name of the (for now single) log segment.
 pub const SEGMENT_FILE: &str = "log-000001.jsonl";
 /// File name of the subject salt store.
@@ -630,45 +632,42 @@ struct SaltLine {
 
 struct SaltStore {
     path: PathBuf,
-    file: File,
+    file: Appender,
     salts: HashMap<[u8; 32], [u8; 32]>,
     rng: SystemRandom,
 }
 
 impl SaltStore {
     fn open(path: &Path) -> Result<SaltStore, AuditError> {
-        let mut salts = HashMap::new();
-        if path.exists() {
-            let text = fs::read(path).map_err(|source| AuditError::Io {
-                action: "read salt store",
+        let io = |action: &'static str| {
+            move |source| AuditError::Io {
+                action,
                 path: path.to_path_buf(),
                 source,
+            }
+        };
+        let mut salts = HashMap::new();
+        let text = match fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io("read salt store")(e)),
+        };
+        for (line_no, line) in journal::complete_lines(&text) {
+            let (id, salt) = parse_salt_line(line).map_err(|reason| AuditError::Corrupt {
+                path: path.to_path_buf(),
+                line: line_no as u64,
+                reason,
             })?;
-            let good_len = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            for (i, line) in text[..good_len].split(|b| *b == b'\n').enumerate() {
-                if line.is_empty() {
-                    continue;
-                }
-                let (id, salt) = parse_salt_line(line).map_err(|reason| AuditError::Corrupt {
-                    path: path.to_path_buf(),
-                    line: i as u64 + 1,
-                    reason,
-                })?;
-                salts.insert(id, salt);
-            }
-            if good_len < text.len() {
-                tracing::warn!(path = %path.display(), "truncating torn last line of salt store");
-                truncate(path, good_len as u64)?;
-            }
+            salts.insert(id, salt);
         }
-        let existed = path.exists();
-        let file = open_append(path)?;
-        if !existed && let Some(dir) = path.parent() {
-            sync_dir(dir)?;
+        let good_len = journal::complete_len(&text);
+        if good_len < text.len() {
+            tracing::warn!(path = %path.display(), "truncating torn last line of salt store");
+            journal::truncate(path, good_len as u64).map_err(io("truncate torn tail of"))?;
         }
         Ok(SaltStore {
             path: path.to_path_buf(),
-            file,
+            file: Appender::open(path).map_err(io("open"))?,
             salts,
             rng: SystemRandom::new(),
         })
@@ -677,11 +676,8 @@ impl SaltStore {
     fn create(&mut self, id: [u8; 32]) -> Result<[u8; 32], AuditError> {
         let mut salt = [0u8; 32];
         self.rng.fill(&mut salt).map_err(|_| AuditError::Random)?;
-        let mut line = salt_line(&id, &salt);
-        line.push(b'\n');
         self.file
-            .write_all(&line)
-            .and_then(|()| self.file.sync_data())
+            .append(&salt_line(&id, &salt))
             .map_err(|source| AuditError::Io {
                 action: "append to salt store",
                 path: self.path.clone(),
@@ -717,7 +713,7 @@ impl SaltStore {
         if let Some(dir) = self.path.parent() {
             sync_dir(dir)?;
         }
-        self.file = open_append(&self.path)?;
+        self.file = Appender::open(&self.path).map_err(io("open", &self.path))?;
         self.salts.remove(id);
         Ok(true)
     }
@@ -740,18 +736,6 @@ fn parse_salt_line(line: &[u8]) -> Result<([u8; 32], [u8; 32]), String> {
     hex::decode_to_slice(&parsed.salt, &mut salt)
         .map_err(|e| format!("salt is not 32 hex bytes: {e}"))?;
     Ok((id, salt))
-}
-
-fn open_append(path: &Path) -> Result<File, AuditError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|source| AuditError::Io {
-            action: "open",
-            path: path.to_path_buf(),
-            source,
-        })
 }
 
 /// Name of the lock file inside an audit directory.

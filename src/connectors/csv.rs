@@ -117,7 +117,6 @@ impl Connector for CsvConnector {
             }
             let line = record.position().map(|p| p.line()).unwrap_or(0);
             out.stats.bytes += record.as_slice().len() as u64 + record.len() as u64;
-            let raw = || String::from_utf8_lossy(record.as_slice()).into_owned();
             if record.len() != width {
                 out.reject(Rejected {
                     position: line,
@@ -144,7 +143,7 @@ impl Connector for CsvConnector {
                 out.reject(Rejected {
                     position: line,
                     reason: format!("column {} is not valid {}", i + 1, self.encoding.name()),
-                    raw: raw(),
+                    raw: self.encoding.decode(record.as_slice()).0.into_owned(),
                 });
                 continue;
             }

@@ -106,10 +106,18 @@ impl Connector for ParquetConnector {
                 let text = if col.data_type() == &DataType::Utf8 {
                     col.clone()
                 } else {
-                    arrow_cast::cast(col, &DataType::Utf8).map_err(|e| ConnectorError::Read {
-                        source_name: self.spec.name.clone(),
-                        position: format!("{} column {}", self.path.display(), i + 1),
-                        reason: format!("cannot read as text: {e}"),
+                    // `safe: false`: a value that cannot be text is an error,
+                    // never a silent null.
+                    let options = arrow_cast::CastOptions {
+                        safe: false,
+                        ..Default::default()
+                    };
+                    arrow_cast::cast_with_options(col, &DataType::Utf8, &options).map_err(|e| {
+                        ConnectorError::Read {
+                            source_name: self.spec.name.clone(),
+                            position: format!("{} column {}", self.path.display(), i + 1),
+                            reason: format!("cannot read as text: {e}"),
+                        }
                     })?
                 };
                 // Missing values become empty strings: the normaliser decides.

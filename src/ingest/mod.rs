@@ -18,7 +18,7 @@ use crate::connectors::{
     COL_AS_OF, COL_POSITION, COL_RECORD_ID, COL_SUBJECT, ConnectorSpec, Pulled, Rejected,
 };
 
-pub use resolve::{Golden, PreviousIds, Resolver};
+pub use resolve::{Golden, Resolver, SubjectRegistry};
 
 /// Golden-record columns besides the per-field ones.
 pub const COL_SUBJECT_ID: &str = "subject_id";
@@ -94,6 +94,39 @@ pub fn subject_key(kind: SubjectKind, raw: &str) -> Result<String, String> {
     }
 }
 
+/// Why an identifier is invalid, in words that carry none of its digits:
+/// safe to return to a client and to keep in the audit log.
+pub fn identifier_problem(kind: SubjectKind, raw: &str) -> &'static str {
+    use normalise::{CreditCodeError as C, IdNumberError as I};
+    match kind {
+        SubjectKind::Person => match normalise::id_number(raw) {
+            Ok(_) => "valid",
+            Err(I::Empty) => "the resident id number is empty",
+            Err(I::Length { .. }) => {
+                "the resident id number has the wrong length (18 characters, or 15 for a legacy number)"
+            }
+            Err(I::Character { .. }) => {
+                "the resident id number has a character other than digits and a final X"
+            }
+            Err(I::Checksum { .. }) => {
+                "the resident id number's check character does not match (a typing error?)"
+            }
+            Err(I::BirthDate { .. }) => "the resident id number's birth date is not a real date",
+            Err(I::AreaCode { .. }) => "the resident id number's area code is not plausible",
+        },
+        SubjectKind::Organisation => match normalise::credit_code(raw) {
+            Ok(_) => "valid",
+            Err(C::Empty) => "the unified social credit code is empty",
+            Err(C::Length { .. }) => {
+                "the unified social credit code has the wrong length (18 characters)"
+            }
+            Err(C::Character { .. }) => {
+                "the unified social credit code has a character outside its alphabet"
+            }
+        },
+    }
+}
+
 /// Normalise an as-of timestamp to `YYYY-MM-DD HH:MM:SS`, which sorts.
 pub fn as_of_key(raw: &str) -> Result<String, String> {
     normalise::datetime(raw)
@@ -137,7 +170,9 @@ impl<'c> Ingest<'c> {
     }
 
     /// Normalise one pulled batch of `spec`'s source and add its records.
-    pub fn add(&mut self, spec: &ConnectorSpec, pulled: &Pulled) {
+    /// A batch without the columns its spec promises is an error, never
+    /// silently skipped.
+    pub fn add(&mut self, spec: &ConnectorSpec, pulled: &Pulled) -> Result<(), String> {
         for Rejected {
             position,
             reason,
@@ -154,9 +189,10 @@ impl<'c> Ingest<'c> {
                 raw: raw.clone(),
             });
         }
-        let Some(dataset) = self.catalog.dataset(&spec.dataset) else {
-            return; // validated at load: the dataset exists
-        };
+        let dataset = self
+            .catalog
+            .dataset(&spec.dataset)
+            .ok_or_else(|| format!("dataset `{}` is not in the catalogue", spec.dataset))?;
         let kind = dataset.subject;
         let batch = &pulled.batch;
         let (Some(positions), Some(ids), Some(as_ofs), Some(subjects)) = (
@@ -167,7 +203,7 @@ impl<'c> Ingest<'c> {
             strings(batch, COL_AS_OF),
             strings(batch, COL_SUBJECT),
         ) else {
-            return;
+            return Err("batch lacks the position, record id, as-of or subject column".into());
         };
         let catalog = self.catalog;
         let resolver = self
@@ -178,11 +214,15 @@ impl<'c> Ingest<'c> {
         let columns: Vec<MappedColumn> = spec
             .columns
             .iter()
-            .filter_map(|(_, target)| {
-                let (_, field) = catalog.field(target)?;
-                Some((field, spec.values.get(target), strings(batch, target)?))
+            .map(|(_, target)| {
+                let (_, field) = catalog
+                    .field(target)
+                    .ok_or_else(|| format!("`{target}` is not a catalogue field"))?;
+                let values = strings(batch, target)
+                    .ok_or_else(|| format!("batch lacks the text column `{target}`"))?;
+                Ok((field, spec.values.get(target), values))
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         let mut values = Vec::with_capacity(columns.len());
         for row in 0..batch.num_rows() {
             let position = positions.value(row);
@@ -235,15 +275,16 @@ impl<'c> Ingest<'c> {
             }
             resolver.add(&key, &spec.agency, record_id, &as_of, &values);
         }
+        Ok(())
     }
 
     /// Resolve everything added so far into golden records, keeping the
-    /// subject ids of `previous`.
-    pub fn finish(self, previous: &PreviousIds) -> IngestOutcome {
+    /// subject ids of `registry` (which gains the new subjects).
+    pub fn finish(self, registry: &mut SubjectRegistry) -> IngestOutcome {
         let goldens = self
             .resolvers
             .into_iter()
-            .map(|r| r.finish(previous))
+            .map(|r| r.finish(registry))
             .collect();
         IngestOutcome {
             goldens,

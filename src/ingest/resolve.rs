@@ -49,14 +49,16 @@ struct PendingFinding {
     other: Candidate,
 }
 
-/// Subject ids already handed out, read from the previous golden version.
+/// Every subject id ever handed out, by (kind, key). It only grows: a
+/// subject keeps its id across pulls even when it is absent from one, and a
+/// number is never given to anyone else.
 #[derive(Debug, Default, Clone)]
-pub struct PreviousIds {
+pub struct SubjectRegistry {
     ids: HashMap<(SubjectKind, String), String>,
     next: HashMap<SubjectKind, u64>,
 }
 
-impl PreviousIds {
+impl SubjectRegistry {
     pub fn insert(&mut self, kind: SubjectKind, key: String, subject_id: String) {
         if let Some(n) = subject_id.get(2..).and_then(|s| s.parse::<u64>().ok()) {
             let next = self.next.entry(kind).or_insert(1);
@@ -65,12 +67,68 @@ impl PreviousIds {
         self.ids.insert((kind, key), subject_id);
     }
 
+    /// The subject id of a key, assigning the next free one if it is new;
+    /// `true` when it was new.
+    pub fn id_for(&mut self, kind: SubjectKind, key: &str) -> (String, bool) {
+        if let Some(id) = self.ids.get(&(kind, key.to_string())) {
+            return (id.clone(), false);
+        }
+        let next = self.next.entry(kind).or_insert(1);
+        let id = subject_id(kind, *next);
+        *next += 1;
+        self.ids.insert((kind, key.to_string()), id.clone());
+        (id, true)
+    }
+
     pub fn len(&self) -> usize {
         self.ids.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
+    }
+
+    /// The registry as a table (kind, key, subject id), sorted, for the store.
+    pub fn to_batch(&self) -> RecordBatch {
+        let mut rows: Vec<(&str, &str, &str)> = self
+            .ids
+            .iter()
+            .map(|((k, key), id)| (k.as_str(), key.as_str(), id.as_str()))
+            .collect();
+        rows.sort_unstable();
+        let schema = Arc::new(Schema::new(vec![
+            ArrowField::new("kind", DataType::Utf8, false),
+            ArrowField::new(COL_KEY, DataType::Utf8, false),
+            ArrowField::new(COL_SUBJECT_ID, DataType::Utf8, false),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(rows.iter().map(|r| Some(r.0)).collect::<StringArray>()),
+            Arc::new(rows.iter().map(|r| Some(r.1)).collect::<StringArray>()),
+            Arc::new(rows.iter().map(|r| Some(r.2)).collect::<StringArray>()),
+        ];
+        RecordBatch::try_new(schema, columns).expect("columns match the registry schema")
+    }
+
+    /// Read a registry written by [`SubjectRegistry::to_batch`].
+    pub fn from_batches(batches: &[RecordBatch]) -> Result<Self, String> {
+        let mut reg = SubjectRegistry::default();
+        for b in batches {
+            let col = |name: &str| {
+                b.column_by_name(name)
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                    .ok_or_else(|| format!("subject registry has no text column `{name}`"))
+            };
+            let (kinds, keys, ids) = (col("kind")?, col(COL_KEY)?, col(COL_SUBJECT_ID)?);
+            for i in 0..b.num_rows() {
+                let kind = match kinds.value(i) {
+                    "person" => SubjectKind::Person,
+                    "organisation" => SubjectKind::Organisation,
+                    other => return Err(format!("unknown subject kind `{other}` in the registry")),
+                };
+                reg.insert(kind, keys.value(i).to_string(), ids.value(i).to_string());
+            }
+        }
+        Ok(reg)
     }
 }
 
@@ -140,17 +198,19 @@ impl<'c> Resolver<'c> {
     }
 
     /// Whether `a` outranks `b` for field `f`: authority first, then the
-    /// later as-of time, then the larger record id (a stable tie-break).
+    /// later as-of time, then the larger record id (numbers compare as
+    /// numbers: shorter is smaller), a stable tie-break.
     fn outranks(&self, f: usize, a: &Candidate, b: &Candidate) -> bool {
         let authority = &self.fields[f].authority;
         fn rank<'a>(
             agencies: &[String],
             authority: &str,
             c: &'a Candidate,
-        ) -> (bool, &'a str, &'a str) {
+        ) -> (bool, &'a str, usize, &'a str) {
             (
                 agencies[c.agency as usize] == authority,
                 c.as_of.as_str(),
+                c.record.len(),
                 c.record.as_str(),
             )
         }
@@ -202,72 +262,47 @@ impl<'c> Resolver<'c> {
         self.subjects.insert(key.to_string(), slots);
     }
 
-    /// Assign subject ids (keeping previous ones) and build the golden table.
-    pub fn finish(self, previous: &PreviousIds) -> Golden {
+    /// Assign subject ids from `registry` (adding the new ones to it) and
+    /// build the golden table.
+    pub fn finish(self, registry: &mut SubjectRegistry) -> Golden {
         let mut keys: Vec<&String> = self.subjects.keys().collect();
         keys.sort_unstable();
-        let mut next = previous.next.get(&self.kind).copied().unwrap_or(1);
         let mut new_subjects = 0;
         let mut ids: HashMap<&str, String> = HashMap::with_capacity(keys.len());
         for k in &keys {
-            let id = match previous.ids.get(&(self.kind, (*k).clone())) {
-                Some(id) => id.clone(),
-                None => {
-                    new_subjects += 1;
-                    next += 1;
-                    subject_id(self.kind, next - 1)
-                }
-            };
+            let (id, new) = registry.id_for(self.kind, k);
+            new_subjects += usize::from(new);
             ids.insert(k.as_str(), id);
         }
         let schema = golden_schema(&self.fields);
         let mut batches = Vec::new();
-        for chunk in keys.chunks(GOLDEN_BATCH_ROWS) {
+        // Rows in key order, looked up once.
+        let rows: Vec<Row> = keys
+            .iter()
+            .map(|k| (k.as_str(), self.subjects[k.as_str()].as_slice()))
+            .collect();
+        for chunk in rows.chunks(GOLDEN_BATCH_ROWS) {
             let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-            columns.push(Arc::new(
-                chunk
-                    .iter()
-                    .map(|k| Some(ids[k.as_str()].as_str()))
-                    .collect::<StringArray>(),
-            ));
-            columns.push(Arc::new(
-                chunk
-                    .iter()
-                    .map(|k| Some(k.as_str()))
-                    .collect::<StringArray>(),
-            ));
+            columns.push(text_column(chunk, |(k, _)| Some(ids[*k].as_str())));
+            columns.push(text_column(chunk, |(k, _)| Some(*k)));
             for f in 0..self.fields.len() {
-                let slot = |k: &&String| self.subjects[k.as_str()][f].as_ref();
-                columns.push(Arc::new(
-                    chunk
-                        .iter()
-                        .map(|k| slot(k).map(|c| c.value.as_str()))
-                        .collect::<StringArray>(),
-                ));
-                columns.push(Arc::new(
-                    chunk
-                        .iter()
-                        .map(|k| slot(k).map(|c| c.raw.as_str()))
-                        .collect::<StringArray>(),
-                ));
-                columns.push(Arc::new(
-                    chunk
-                        .iter()
-                        .map(|k| slot(k).map(|c| self.agencies[c.agency as usize].as_str()))
-                        .collect::<StringArray>(),
-                ));
-                columns.push(Arc::new(
-                    chunk
-                        .iter()
-                        .map(|k| slot(k).map(|c| c.record.as_str()))
-                        .collect::<StringArray>(),
-                ));
-                columns.push(Arc::new(
-                    chunk
-                        .iter()
-                        .map(|k| slot(k).map(|c| c.as_of.as_str()))
-                        .collect::<StringArray>(),
-                ));
+                columns.push(text_column(chunk, |(_, slots)| {
+                    slots[f].as_ref().map(|c| c.value.as_str())
+                }));
+                columns.push(text_column(chunk, |(_, slots)| {
+                    slots[f].as_ref().map(|c| c.raw.as_str())
+                }));
+                columns.push(text_column(chunk, |(_, slots)| {
+                    slots[f]
+                        .as_ref()
+                        .map(|c| self.agencies[c.agency as usize].as_str())
+                }));
+                columns.push(text_column(chunk, |(_, slots)| {
+                    slots[f].as_ref().map(|c| c.record.as_str())
+                }));
+                columns.push(text_column(chunk, |(_, slots)| {
+                    slots[f].as_ref().map(|c| c.as_of.as_str())
+                }));
             }
             batches.push(
                 RecordBatch::try_new(schema.clone(), columns)
@@ -300,6 +335,14 @@ impl<'c> Resolver<'c> {
             new_subjects,
         }
     }
+}
+
+/// A golden row being built: key and per-field winning candidates.
+type Row<'a> = (&'a str, &'a [Option<Candidate>]);
+
+/// One text column over `rows`.
+fn text_column<'a>(rows: &[Row<'a>], get: impl Fn(&Row<'a>) -> Option<&'a str>) -> ArrayRef {
+    Arc::new(rows.iter().map(get).collect::<StringArray>())
 }
 
 /// Schema of a golden table: subject id, key, then per field its value,
@@ -402,7 +445,7 @@ mod tests {
             "2024-01-01 00:00:00",
             &[(name, "张三".into(), "张三")],
         );
-        let g = r.finish(&PreviousIds::default());
+        let g = r.finish(&mut SubjectRegistry::default());
         assert_eq!(g.subjects, 2);
         assert_eq!(value(&g, 1, "key").as_deref(), Some("650102198506150010"));
         assert_eq!(
@@ -424,33 +467,47 @@ mod tests {
     }
 
     #[test]
-    fn subject_ids_are_stable_across_runs() {
+    fn subject_ids_are_stable_and_never_reused() {
         let cat = catalog();
         let name = cat.field("population.name").expect("field").1;
-        let mut previous = PreviousIds::default();
-        previous.insert(
-            SubjectKind::Person,
-            "650102198506150010".into(),
-            "P-00000007".into(),
-        );
-        let mut r = Resolver::new(&cat, SubjectKind::Person);
-        r.add(
+        let run = |keys: &[&str], registry: &mut SubjectRegistry| {
+            let mut r = Resolver::new(&cat, SubjectKind::Person);
+            for k in keys {
+                r.add(k, "xj-gat", "1", "", &[(name, "张三".into(), "张三")]);
+            }
+            let g = r.finish(registry);
+            let ids: Vec<String> = (0..keys.len())
+                .map(|i| value(&g, i, "subject_id").expect("id"))
+                .collect();
+            (ids, g.new_subjects)
+        };
+        let (a, b, c) = (
             "11010519491231002X",
-            "xj-gat",
-            "1",
-            "",
-            &[(name, "张三".into(), "张三")],
-        );
-        r.add(
             "650102198506150010",
-            "xj-gat",
-            "2",
-            "",
-            &[(name, "李四".into(), "李四")],
+            "650102198506150029",
         );
-        let g = r.finish(&previous);
-        assert_eq!(value(&g, 0, "subject_id").as_deref(), Some("P-00000008"));
-        assert_eq!(value(&g, 1, "subject_id").as_deref(), Some("P-00000007"));
-        assert_eq!(g.new_subjects, 1);
+        let mut registry = SubjectRegistry::default();
+        assert_eq!(
+            run(&[a, b], &mut registry),
+            (vec!["P-00000001".into(), "P-00000002".into()], 2)
+        );
+        // b (the highest id) drops out of a pull; c arrives: c must not get b's number.
+        assert_eq!(
+            run(&[a, c], &mut registry),
+            (vec!["P-00000001".into(), "P-00000003".into()], 1)
+        );
+        // b comes back with its old id, after a round trip through the store's form.
+        let mut registry = SubjectRegistry::from_batches(&[registry.to_batch()]).expect("registry");
+        assert_eq!(
+            run(&[a, b, c], &mut registry),
+            (
+                vec![
+                    "P-00000001".into(),
+                    "P-00000002".into(),
+                    "P-00000003".into()
+                ],
+                0
+            )
+        );
     }
 }

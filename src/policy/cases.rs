@@ -4,15 +4,14 @@
 //! before the open or close is acknowledged.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::SubjectKind;
+use crate::journal::{self, Appender};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaseError {
@@ -20,10 +19,8 @@ pub enum CaseError {
     Journal { path: PathBuf, reason: String },
     #[error("case `{0}` already exists")]
     Exists(String),
-    #[error("case `{0}` not found")]
+    #[error("there is no case `{0}` of this agency")]
     NotFound(String),
-    #[error("case `{0}` belongs to another agency")]
-    OtherAgency(String),
     #[error("case `{0}` is already closed")]
     AlreadyClosed(String),
 }
@@ -64,21 +61,33 @@ impl Case {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum JournalLine {
-    Open { case: Case },
-    Close { id: String, at: DateTime<Utc> },
+    Open {
+        case: Case,
+    },
+    Close {
+        agency: String,
+        id: String,
+        at: DateTime<Utc>,
+    },
 }
+
+/// Cases are identified by (agency, case number): an agency's case numbers
+/// are its own, and another agency's cases are invisible to it.
+type CaseKey = (String, String);
 
 /// All cases, with their journal.
 pub struct CaseBook {
     path: PathBuf,
-    // std Mutex: no await while held; each operation is an append + fsync.
-    inner: Mutex<(HashMap<String, Case>, File)>,
+    cases: RwLock<HashMap<CaseKey, Case>>,
+    // Held across check, append (fsync) and insert so that writes are
+    // ordered; readers only take the map's read lock, never wait on a fsync.
+    journal: Mutex<Appender>,
 }
 
 impl CaseBook {
-    /// Open the journal, replaying every line. A torn last line (a crash
-    /// mid-write, never acknowledged) is ignored; any other bad line is an
-    /// error naming the line.
+    /// Open the journal, replaying every complete line. A torn last line (a
+    /// crash mid-write, never acknowledged) is cut off; a complete line that
+    /// does not parse is an error naming it.
     pub fn open(path: &Path) -> Result<CaseBook, CaseError> {
         let err = |reason: String| CaseError::Journal {
             path: path.to_path_buf(),
@@ -88,62 +97,43 @@ impl CaseBook {
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
         let mut cases = HashMap::new();
-        let mut good_len = 0u64;
-        if path.exists() {
-            let f = File::open(path).map_err(|e| err(e.to_string()))?;
-            let lines: Vec<String> = BufReader::new(f)
-                .lines()
-                .collect::<Result<_, _>>()
-                .map_err(|e| err(e.to_string()))?;
-            let text_len = std::fs::metadata(path)
-                .map_err(|e| err(e.to_string()))?
-                .len();
-            for (i, line) in lines.iter().enumerate() {
-                match serde_json::from_str::<JournalLine>(line) {
-                    Ok(JournalLine::Open { case }) => {
-                        cases.insert(case.id.clone(), case);
-                    }
-                    Ok(JournalLine::Close { id, at }) => {
-                        if let Some(c) = cases.get_mut(&id) {
-                            c.closed_at = Some(at);
-                        }
-                    }
-                    Err(e) if i + 1 == lines.len() => {
-                        tracing::warn!(line = i + 1, error = %e, "ignoring torn last line of the case journal");
-                        break;
-                    }
-                    Err(e) => return Err(err(format!("line {}: {e}", i + 1))),
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        for (line_no, line) in journal::complete_lines(&bytes) {
+            match serde_json::from_slice::<JournalLine>(line) {
+                Ok(JournalLine::Open { case }) => {
+                    cases.insert((case.agency.clone(), case.id.clone()), case);
                 }
-                good_len += line.len() as u64 + 1;
-            }
-            if good_len < text_len {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(|e| err(e.to_string()))?;
-                f.set_len(good_len).map_err(|e| err(e.to_string()))?;
+                Ok(JournalLine::Close { agency, id, at }) => {
+                    if let Some(c) = cases.get_mut(&(agency, id)) {
+                        c.closed_at = Some(at);
+                    }
+                }
+                Err(e) => return Err(err(format!("line {line_no}: {e}"))),
             }
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| err(e.to_string()))?;
+        let good = journal::complete_len(&bytes);
+        if good < bytes.len() {
+            tracing::warn!(path = %path.display(), torn_bytes = bytes.len() - good, "cutting the torn last line of the case journal");
+            journal::truncate(path, good as u64).map_err(|e| err(e.to_string()))?;
+        }
+        let appender = Appender::open(path).map_err(|e| err(e.to_string()))?;
         Ok(CaseBook {
             path: path.to_path_buf(),
-            inner: Mutex::new((cases, file)),
+            cases: RwLock::new(cases),
+            journal: Mutex::new(appender),
         })
     }
 
-    fn append(&self, file: &mut File, line: &JournalLine) -> Result<(), CaseError> {
-        let mut bytes = serde_json::to_vec(line).expect("a journal line serialises");
-        bytes.push(b'\n');
-        file.write_all(&bytes)
-            .and_then(|_| file.sync_data())
-            .map_err(|e| CaseError::Journal {
-                path: self.path.clone(),
-                reason: e.to_string(),
-            })
+    fn append(&self, journal: &mut Appender, line: &JournalLine) -> Result<(), CaseError> {
+        let bytes = serde_json::to_vec(line).expect("a journal line serialises");
+        journal.append(&bytes).map_err(|e| CaseError::Journal {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// Open a case: durable when this returns.
@@ -159,9 +149,14 @@ impl CaseBook {
         valid_days: u32,
         now: DateTime<Utc>,
     ) -> Result<Case, CaseError> {
-        let mut guard = self.inner.lock().expect("case book lock poisoned");
-        let (cases, file) = &mut *guard;
-        if cases.contains_key(id) {
+        let mut journal = self.journal.lock().expect("case journal lock poisoned");
+        let key = (agency.to_string(), id.to_string());
+        if self
+            .cases
+            .read()
+            .expect("case map lock poisoned")
+            .contains_key(&key)
+        {
             return Err(CaseError::Exists(id.to_string()));
         }
         let case = Case {
@@ -175,55 +170,57 @@ impl CaseBook {
             expires_at: now + Duration::days(i64::from(valid_days)),
             closed_at: None,
         };
-        self.append(file, &JournalLine::Open { case: case.clone() })?;
-        cases.insert(id.to_string(), case.clone());
+        self.append(&mut journal, &JournalLine::Open { case: case.clone() })?;
+        self.cases
+            .write()
+            .expect("case map lock poisoned")
+            .insert(key, case.clone());
         Ok(case)
     }
 
     /// Close a case of `agency`: durable when this returns.
     pub fn close_case(
         &self,
-        id: &str,
         agency: &str,
+        id: &str,
         now: DateTime<Utc>,
     ) -> Result<Case, CaseError> {
-        let mut guard = self.inner.lock().expect("case book lock poisoned");
-        let (cases, file) = &mut *guard;
+        let mut journal = self.journal.lock().expect("case journal lock poisoned");
+        let key = (agency.to_string(), id.to_string());
+        match self.cases.read().expect("case map lock poisoned").get(&key) {
+            None => return Err(CaseError::NotFound(id.to_string())),
+            Some(c) if c.closed_at.is_some() => {
+                return Err(CaseError::AlreadyClosed(id.to_string()));
+            }
+            Some(_) => {}
+        }
+        let line = JournalLine::Close {
+            agency: agency.to_string(),
+            id: id.to_string(),
+            at: now,
+        };
+        self.append(&mut journal, &line)?;
+        let mut cases = self.cases.write().expect("case map lock poisoned");
         let case = cases
-            .get(id)
-            .ok_or_else(|| CaseError::NotFound(id.to_string()))?;
-        if case.agency != agency {
-            return Err(CaseError::OtherAgency(id.to_string()));
-        }
-        if case.closed_at.is_some() {
-            return Err(CaseError::AlreadyClosed(id.to_string()));
-        }
-        self.append(
-            file,
-            &JournalLine::Close {
-                id: id.to_string(),
-                at: now,
-            },
-        )?;
-        let case = cases.get_mut(id).expect("checked above");
+            .get_mut(&key)
+            .expect("checked above, under the journal lock");
         case.closed_at = Some(now);
         Ok(case.clone())
     }
 
-    pub fn get(&self, id: &str) -> Option<Case> {
-        self.inner
-            .lock()
-            .expect("case book lock poisoned")
-            .0
-            .get(id)
+    /// A case of `agency`.
+    pub fn get(&self, agency: &str, id: &str) -> Option<Case> {
+        self.cases
+            .read()
+            .expect("case map lock poisoned")
+            .get(&(agency.to_string(), id.to_string()))
             .cloned()
     }
 
     /// The cases of one agency, newest first.
     pub fn of_agency(&self, agency: &str) -> Vec<Case> {
-        let guard = self.inner.lock().expect("case book lock poisoned");
-        let mut out: Vec<Case> = guard
-            .0
+        let cases = self.cases.read().expect("case map lock poisoned");
+        let mut out: Vec<Case> = cases
             .values()
             .filter(|c| c.agency == agency)
             .cloned()
@@ -249,15 +246,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("cases.jsonl");
         let now = Utc::now();
+        let role = "xj-mzt:marriage_registry";
         {
             let book = CaseBook::open(&path).expect("open");
             book.open_case(
                 "C1",
                 "xj-mzt",
-                "xj-mzt:marriage_registry",
+                role,
                 "XJ-MZ-0201",
                 applicant(),
-                "officer-1",
+                "民政官员",
                 30,
                 now,
             )
@@ -265,7 +263,7 @@ mod tests {
             book.open_case(
                 "C2",
                 "xj-mzt",
-                "xj-mzt:marriage_registry",
+                role,
                 "XJ-MZ-0201",
                 applicant(),
                 "officer-1",
@@ -274,39 +272,72 @@ mod tests {
             )
             .expect("open case");
             assert!(matches!(
-                book.open_case("C1", "xj-gjj", "xj-gjj:fund", "X", vec![], "o", 1, now),
+                book.open_case("C1", "xj-mzt", role, "X", vec![], "o", 1, now),
                 Err(CaseError::Exists(_))
             ));
+            // Case numbers are per agency: another agency's C1 is another case.
+            book.open_case(
+                "C1",
+                "xj-gjj",
+                "xj-gjj:fund",
+                "XJ-GJJ-0203",
+                applicant(),
+                "o",
+                1,
+                now,
+            )
+            .expect("own numbering");
             assert!(matches!(
-                book.close_case("C2", "xj-gjj", now),
-                Err(CaseError::OtherAgency(_))
+                book.close_case("xj-gjj", "C2", now),
+                Err(CaseError::NotFound(_))
             ));
-            book.close_case("C2", "xj-mzt", now).expect("close");
+            book.close_case("xj-mzt", "C2", now).expect("close");
+            assert!(matches!(
+                book.close_case("xj-mzt", "C2", now),
+                Err(CaseError::AlreadyClosed(_))
+            ));
         }
-        let mut f = OpenOptions::new().append(true).open(&path).expect("append");
-        f.write_all(b"{\"op\":\"open\",\"case\":{\"id\":")
-            .expect("write torn line");
+        // A crash mid-write: a torn line, cut inside a multi-byte character.
+        let mut bytes = std::fs::read(&path).expect("read");
+        let good = bytes.len();
+        bytes.extend_from_slice(
+            "{\"op\":\"open\",\"case\":{\"id\":\"C9\",\"officer\":\"民".as_bytes(),
+        );
+        bytes.truncate(bytes.len() - 1);
+        std::fs::write(&path, &bytes).expect("write torn line");
         let book = CaseBook::open(&path).expect("reopen");
-        assert!(book.get("C1").expect("C1").is_open_at(now));
-        assert!(!book.get("C2").expect("C2").is_open_at(now));
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").len() as usize,
+            good,
+            "torn tail cut"
+        );
+        assert_eq!(book.get("xj-mzt", "C1").expect("C1").officer, "民政官员");
+        assert!(book.get("xj-mzt", "C1").expect("C1").is_open_at(now));
+        assert!(!book.get("xj-mzt", "C2").expect("C2").is_open_at(now));
+        assert!(book.get("xj-gjj", "C2").is_none());
         assert!(
             !book
-                .get("C1")
+                .get("xj-mzt", "C1")
                 .expect("C1")
                 .is_open_at(now + Duration::days(31))
         );
-        book.open_case(
-            "C3",
-            "xj-mzt",
-            "xj-mzt:marriage_registry",
-            "XJ-MZ-0201",
-            applicant(),
-            "o",
-            1,
-            now,
-        )
-        .expect("journal still appends");
+        book.open_case("C3", "xj-mzt", role, "XJ-MZ-0201", applicant(), "o", 1, now)
+            .expect("journal still appends");
         drop(book);
-        assert!(CaseBook::open(&path).expect("reopen").get("C3").is_some());
+        assert!(
+            CaseBook::open(&path)
+                .expect("reopen")
+                .get("xj-mzt", "C3")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_damaged_complete_line_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cases.jsonl");
+        std::fs::write(&path, "{\"op\":\"close\",\"agency\":\"a\",\"id\":\"x\",\"at\":\"2026-01-01T00:00:00Z\"}\nnot json\n").expect("write");
+        let err = CaseBook::open(&path).err().expect("error").to_string();
+        assert!(err.contains("line 2"), "{err}");
     }
 }

@@ -39,21 +39,13 @@ pub fn mask(kind: MaskKind, value: &str) -> String {
                 .collect()
         }
         MaskKind::Address => {
-            // Keep everything up to and including the county-level unit.
-            let cut = ["县", "区", "市"]
-                .iter()
-                .filter_map(|unit| {
-                    // The last county-level marker within the first 20 characters.
-                    value
-                        .char_indices()
-                        .take(20)
-                        .filter(|(_, c)| c.to_string() == *unit)
-                        .map(|(i, c)| i + c.len_utf8())
-                        .last()
-                })
-                .max();
+            // Keep the address up to the county-level area it names, known
+            // from the area list; anything else could be a street or a
+            // building, so an address naming no known county is hidden.
+            let cut = crate::ingest::normalise::address_area(value)
+                .and_then(|area| value.find(area.county).map(|at| at + area.county.len()));
             match cut {
-                Some(end) => format!("{}{}", &value[..end], "****"),
+                Some(end) => format!("{}****", &value[..end]),
                 None => "****".to_string(),
             }
         }
@@ -88,6 +80,17 @@ mod tests {
                 "新疆维吾尔自治区乌鲁木齐市天山区****",
             ),
             (MaskKind::Address, "无地址", "****"),
+            (
+                MaskKind::Address,
+                "新疆维吾尔自治区石河子市幸福小区3栋",
+                "新疆维吾尔自治区石河子市****",
+            ),
+            (MaskKind::Address, "新疆维吾尔自治区某某市场小区3栋", "****"),
+            (
+                MaskKind::Address,
+                "和田地区和田县拉依喀乡5村",
+                "和田地区和田县****",
+            ),
             (MaskKind::Full, "已婚", "****"),
         ];
         for (kind, value, want) in cases {

@@ -18,7 +18,7 @@ use toml::Spanned;
 
 use crate::catalog::{Agency, Catalog, Field, MaskKind, ShareType};
 use crate::config::{ConfigError, ConfigErrors, Source};
-use cases::{Case, CaseBook};
+use cases::{Applicant, Case, CaseBook};
 
 pub const MODEL_FILE: &str = "model.conf";
 pub const RULES_FILE: &str = "policy.csv";
@@ -91,6 +91,29 @@ impl Plan {
     pub fn decision(&self, field: &str) -> Option<&FieldDecision> {
         self.fields.iter().find(|(f, _)| f == field).map(|(_, d)| d)
     }
+
+    /// How `field` may be read on `today` (an application's validity is
+    /// checked here): the access and its deciding rule, or why it is withheld.
+    pub fn access(&self, field: &str, today: NaiveDate) -> Result<(Access, &str), String> {
+        match self.decision(field) {
+            Some(
+                FieldDecision::Clear { until: Some(u), .. }
+                | FieldDecision::Masked { until: Some(u), .. },
+            ) if today > *u => Err(format!(
+                "the sharing application for this field expired on {u}"
+            )),
+            Some(FieldDecision::Clear { rule, .. }) => Ok((Access::Clear, rule)),
+            Some(FieldDecision::Masked { rule, mask, .. }) => Ok((Access::Masked(*mask), rule)),
+            Some(FieldDecision::Denied { reason }) => Err(reason.clone()),
+            None => Err("no decision in the plan (default deny)".into()),
+        }
+    }
+}
+
+/// The calendar date in Xinjiang's offices (China Standard Time, UTC+8),
+/// by which applications expire.
+pub fn local_date(now: DateTime<Utc>) -> NaiveDate {
+    (now + chrono::Duration::hours(8)).date_naive()
 }
 
 type PlanKey = (String, String, String);
@@ -574,21 +597,15 @@ pub fn check_case(
     purpose: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Case, Refusal> {
-    let case = cases.get(case_id).ok_or_else(|| {
+    let case = cases.get(&agency.id, case_id).ok_or_else(|| {
         Refusal::new(
             "case_not_found",
-            format!("there is no case `{case_id}`: open a case for the applicant first"),
-        )
-    })?;
-    if case.agency != agency.id {
-        return Err(Refusal::new(
-            "case_not_yours",
             format!(
-                "case `{case_id}` belongs to another agency; a lookup needs a case of `{}`",
+                "`{}` has no case `{case_id}`: open a case for the applicant first",
                 agency.id
             ),
-        ));
-    }
+        )
+    })?;
     if let Some(closed) = case.closed_at {
         return Err(Refusal::new(
             "case_closed",
@@ -671,33 +688,13 @@ pub fn authorize_lookup(
         }
         _ => ds.fields.iter().map(|f| f.name.as_str()).collect(),
     };
-    let today = now.date_naive();
+    let today = local_date(now);
     let mut granted = Vec::new();
     let mut withheld = Vec::new();
     for name in wanted {
-        match plan.decision(name) {
-            Some(FieldDecision::Clear { rule, until }) if until.is_none_or(|u| today <= u) => {
-                granted.push((name.to_string(), Access::Clear, rule.clone()))
-            }
-            Some(FieldDecision::Masked { rule, mask, until })
-                if until.is_none_or(|u| today <= u) =>
-            {
-                granted.push((name.to_string(), Access::Masked(*mask), rule.clone()))
-            }
-            Some(
-                FieldDecision::Clear { until: Some(u), .. }
-                | FieldDecision::Masked { until: Some(u), .. },
-            ) => withheld.push((
-                name.to_string(),
-                format!("the sharing application for this field expired on {u}"),
-            )),
-            Some(FieldDecision::Denied { reason }) => {
-                withheld.push((name.to_string(), reason.clone()))
-            }
-            _ => withheld.push((
-                name.to_string(),
-                "no decision in the plan (default deny)".into(),
-            )),
+        match plan.access(name, today) {
+            Ok((access, rule)) => granted.push((name.to_string(), access, rule.to_string())),
+            Err(reason) => withheld.push((name.to_string(), reason)),
         }
     }
     if granted.is_empty() {
@@ -715,6 +712,114 @@ pub fn authorize_lookup(
         dataset: dataset.to_string(),
         granted,
         withheld,
+    })
+}
+
+/// One field of a material, as the policy lets the case's role read it.
+#[derive(Debug, Clone)]
+pub struct MaterialField {
+    /// `dataset.field`.
+    pub qualified: String,
+    /// The access and deciding rule, or the reason it is withheld.
+    pub access: Result<(Access, String), String>,
+}
+
+/// A pre-fill that passed the case check: for each material of the case's
+/// service item, how each of its fields may be read. Only this module makes
+/// one.
+#[derive(Debug, Clone)]
+pub struct AuthorizedPrefill {
+    case: Case,
+    subject: Applicant,
+    materials: Vec<(String, Vec<MaterialField>)>,
+}
+
+impl AuthorizedPrefill {
+    pub fn case(&self) -> &Case {
+        &self.case
+    }
+    pub fn subject(&self) -> &Applicant {
+        &self.subject
+    }
+    /// (material name, its fields); an empty field list means only the
+    /// applicant can supply the material.
+    pub fn materials(&self) -> &[(String, Vec<MaterialField>)] {
+        &self.materials
+    }
+}
+
+/// Decide a pre-fill for `subject` (by default the case's only applicant).
+pub fn authorize_prefill(
+    policy: &PolicySet,
+    catalog: &Catalog,
+    cases: &CaseBook,
+    agency: &Agency,
+    case_id: &str,
+    subject: Option<Applicant>,
+    now: DateTime<Utc>,
+) -> Result<AuthorizedPrefill, Refusal> {
+    let case = check_case(cases, agency, case_id, None, None, now)?;
+    let subject = match subject {
+        Some(s) => s,
+        None if case.applicants.len() == 1 => case.applicants[0].clone(),
+        None => {
+            return Err(Refusal::new(
+                "subject_required",
+                format!("case `{case_id}` has several applicants: name the `subject`"),
+            ));
+        }
+    };
+    if !case.has_applicant(&subject.key) {
+        return Err(Refusal::new(
+            "subject_not_in_case",
+            format!("the subject is not an applicant of case `{case_id}`"),
+        ));
+    }
+    let item = catalog.item(&case.service_item).ok_or_else(|| {
+        Refusal::new(
+            "unknown_service_item",
+            format!(
+                "service item `{}` of case `{case_id}` is no longer in the catalogue",
+                case.service_item
+            ),
+        )
+    })?;
+    let today = local_date(now);
+    let materials = item
+        .materials
+        .iter()
+        .map(|m| {
+            let fields = m
+                .fields
+                .iter()
+                .map(|q| {
+                    let access = match catalog.field(q) {
+                        None => Err(format!("`{q}` is no longer in the catalogue")),
+                        Some((d, _)) if d.subject != subject.kind => Err(format!(
+                            "`{q}` is about a {}; this applicant is a {}",
+                            d.subject.as_str(),
+                            subject.kind.as_str()
+                        )),
+                        Some((d, f)) => match policy.plan(&case.role, &case.service_item, &d.id) {
+                            Some(plan) => {
+                                plan.access(&f.name, today).map(|(a, r)| (a, r.to_string()))
+                            }
+                            None => Err("no decision in the plan (default deny)".into()),
+                        },
+                    };
+                    MaterialField {
+                        qualified: q.clone(),
+                        access,
+                    }
+                })
+                .collect();
+            (m.name.clone(), fields)
+        })
+        .collect();
+    Ok(AuthorizedPrefill {
+        case,
+        subject,
+        materials,
     })
 }
 
@@ -808,8 +913,8 @@ mod tests {
         assert_eq!(p.version.len(), 64);
     }
 
-    #[tokio::test]
-    async fn bad_rules_are_reported_with_line() {
+    /// A copy of the demo policy directory with `policy.csv` replaced.
+    fn with_rules(rules: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         for f in std::fs::read_dir(policies()).expect("dir") {
             let f = f.expect("entry").path();
@@ -817,11 +922,49 @@ mod tests {
                 std::fs::copy(&f, dir.path().join(f.file_name().expect("name"))).expect("copy");
             }
         }
-        std::fs::write(
-            dir.path().join(RULES_FILE),
+        std::fs::write(dir.path().join(RULES_FILE), rules).expect("write");
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_masked_deny_also_denies_clear() {
+        let dir = with_rules(
+            "p, xj-mzt:marriage_registry, dataset:population, read_clear, XJ-MZ-0201, allow\n\
+             p, xj-mzt:marriage_registry, population.household_address, read_masked, XJ-MZ-0201, deny\n\
+             p, xj-mzt:marriage_registry, tag:identifier, read_clear, purpose:civil_registration, deny\n\
+             p, xj-mzt:marriage_registry, tag:identifier, read_masked, purpose:civil_registration, allow\n",
+        );
+        let c = Catalog::load(dir.path()).expect("catalogue");
+        let p = PolicySet::load(dir.path(), &c).await.expect("policy");
+        let plan = p
+            .plan("xj-mzt:marriage_registry", "XJ-MZ-0201", "population")
+            .expect("plan");
+        assert!(
+            matches!(plan.decision("household_address"), Some(FieldDecision::Denied { reason }) if reason.contains("read_masked")),
+            "{plan:?}"
+        );
+        // A clear deny leaves a masked allow standing.
+        assert!(
+            matches!(
+                plan.decision("id_number"),
+                Some(FieldDecision::Masked {
+                    mask: MaskKind::IdNumber,
+                    ..
+                })
+            ),
+            "{plan:?}"
+        );
+        assert!(matches!(
+            plan.decision("name"),
+            Some(FieldDecision::Clear { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn bad_rules_are_reported_with_line() {
+        let dir = with_rules(
             "# rules\np, xj-mzt:nobody, population.name, read_clear, XJ-MZ-0201, allow\np, xj-mzt:marriage_registry, population.name, read, XJ-MZ-0201, allow\np, xj-mzt:marriage_registry, population.name, read_clear, XJ-NOPE, allow\np, a, b\n",
-        )
-        .expect("write");
+        );
         let c = Catalog::load(dir.path()).expect("catalogue");
         let err = PolicySet::load(dir.path(), &c)
             .await
@@ -915,7 +1058,7 @@ mod tests {
                 None,
                 now
             )),
-            Some("case_not_yours")
+            Some("case_not_found")
         );
         assert_eq!(
             code(authorize_lookup(
@@ -963,7 +1106,7 @@ mod tests {
             )),
             Some("fields_denied")
         );
-        book.close_case("MZ-1", "xj-mzt", now).expect("close");
+        book.close_case("xj-mzt", "MZ-1", now).expect("close");
         assert_eq!(
             code(authorize_lookup(
                 &p,

@@ -1,30 +1,21 @@
 //! End to end: gen → pull → store → policy → HTTPS with mutual TLS → audit.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
 
-use sharebroker::api::{self, AppState};
+use sharebroker::api::{self, AppState, client};
 use sharebroker::audit::AuditLog;
-use sharebroker::catalog::{Catalog, SubjectKind};
-use sharebroker::connectors;
+use sharebroker::catalog::Catalog;
+use sharebroker::config::Settings;
 use sharebroker::datagen::{GenOptions, generate};
-use sharebroker::ingest::{COL_KEY, Golden};
 use sharebroker::pki::{self, PkiPaths};
-use sharebroker::policy::PolicySet;
-use sharebroker::policy::cases::CaseBook;
 use sharebroker::pull;
-use sharebroker::seal::{self, Ed25519Signer, Signer};
-use sharebroker::store::{LoadedTable, LocalStore, TableStore};
+use sharebroker::seal;
 
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
@@ -35,6 +26,7 @@ struct Broker {
     pki: PathBuf,
     other_pki: PathBuf,
     audit: Arc<AuditLog>,
+    audit_dir: PathBuf,
     signer_public: Vec<u8>,
     applicants: Vec<(String, String)>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -42,17 +34,25 @@ struct Broker {
     _dir: tempfile::TempDir,
 }
 
+/// A broker on generated data in a temporary directory, with the repo's
+/// policies and connectors, serving on an ephemeral port.
 async fn start() -> Broker {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_path_buf();
+    let settings = Settings {
+        policies_dir: repo("policies"),
+        connectors_dir: repo("connectors"),
+        data_dir: data.clone(),
+        ..Settings::default()
+    };
     generate(&GenOptions {
-        out_dir: data.join("sources"),
+        out_dir: settings.sources_dir(),
         persons: 1_500,
         seed: 7,
         progress: false,
     })
     .expect("gen");
-    let catalog = Arc::new(Catalog::load(&repo("policies")).expect("catalogue"));
+    let catalog = Catalog::load(&settings.policies_dir).expect("catalogue");
     let mut names: Vec<String> = catalog
         .agencies
         .iter()
@@ -60,8 +60,8 @@ async fn start() -> Broker {
         .collect();
     names.push("unregistered-agency".into());
     let servers = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-    pki::init(&data.join("pki"), &names, &servers, false).expect("pki");
-    pki::issue_test_client(&data.join("pki"), "xj-mzt-expired", true).expect("expired client");
+    pki::init(&settings.pki_dir(), &names, &servers, false).expect("pki");
+    pki::issue_test_client(&settings.pki_dir(), "xj-mzt-expired", true).expect("expired client");
     pki::init(
         &data.join("other-pki"),
         &["xj-mzt".to_string()],
@@ -70,50 +70,23 @@ async fn start() -> Broker {
     )
     .expect("other pki");
 
-    let configs = connectors::load_dir(&repo("connectors"), &catalog).expect("connectors");
-    let store = LocalStore::open(&data.join("store")).expect("store");
-    let report = pull::run(&catalog, &configs, &data, &store, false).expect("pull");
+    let partial = pull::run_configured(&settings, &["gat-population".to_string()], false);
+    assert!(
+        matches!(partial, Err(pull::PullSetupError::PartialPull)),
+        "{partial:?}"
+    );
+    let unknown = pull::run_configured(&settings, &["nope".to_string()], false);
+    assert!(
+        matches!(unknown, Err(pull::PullSetupError::UnknownSource { .. })),
+        "{unknown:?}"
+    );
+    let report = pull::run_configured(&settings, &[], false).expect("pull");
     assert!(report.sources.iter().all(|(_, s)| s.rows > 0), "{report:?}");
-    let mut tables = HashMap::new();
-    for kind in [SubjectKind::Person, SubjectKind::Organisation] {
-        let m = store
-            .current(Golden::table(kind))
-            .expect("current")
-            .expect("a version");
-        tables.insert(
-            kind,
-            Arc::new(
-                LoadedTable::new(m.clone(), store.read(&m).expect("read"), COL_KEY).expect("load"),
-            ),
-        );
-    }
-    let signer = Ed25519Signer::load_or_create(&data.join("seal/key.pk8")).expect("signer");
-    let signer_public = signer.public_key();
-    let audit = Arc::new(AuditLog::open(&data.join("audit")).expect("audit"));
-    let paths = PkiPaths {
-        dir: data.join("pki"),
-    };
-    let tls = api::tls_config(
-        &paths.ca_cert(),
-        &paths.server_cert(),
-        &paths.server_key(),
-        false,
-    )
-    .expect("tls");
-    let state = Arc::new(AppState {
-        policy: Arc::new(
-            PolicySet::load(&repo("policies"), &catalog)
-                .await
-                .expect("policy"),
-        ),
-        catalog,
-        cases: CaseBook::open(&data.join("cases.jsonl")).expect("cases"),
-        tables,
-        audit: audit.clone(),
-        signer: Arc::new(signer) as Arc<dyn Signer>,
-        max_body_bytes: 64 * 1024,
-        request_timeout: Duration::from_secs(30),
-    });
+
+    let state = Arc::new(AppState::open(&settings).await.expect("state"));
+    let audit = state.audit.clone();
+    let signer_public = state.signer.public_key();
+    let tls = api::tls_config_from(&settings, false).expect("tls");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -126,7 +99,8 @@ async fn start() -> Broker {
         .await
         .expect("server");
     });
-    let mut rdr = csv::Reader::from_path(data.join("sources/applicants.csv")).expect("applicants");
+    let mut rdr =
+        csv::Reader::from_path(settings.sources_dir().join("applicants.csv")).expect("applicants");
     let applicants = rdr
         .records()
         .map(|r| {
@@ -136,9 +110,10 @@ async fn start() -> Broker {
         .collect();
     Broker {
         addr,
-        pki: data.join("pki"),
+        pki: settings.pki_dir(),
         other_pki: data.join("other-pki"),
         audit,
+        audit_dir: settings.audit_dir(),
         signer_public,
         applicants,
         stop: Some(stop),
@@ -147,33 +122,9 @@ async fn start() -> Broker {
     }
 }
 
-/// A TLS client presenting `client`'s certificate from `pki_dir`, trusting
-/// the broker's CA.
-fn client_config(broker_pki: &Path, pki_dir: &Path, client: &str) -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(broker_pki.join("ca.pem")).expect("ca") {
-        roots.add(c.expect("cert")).expect("root");
-    }
-    let paths = PkiPaths {
-        dir: pki_dir.to_path_buf(),
-    };
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(paths.client_cert(client))
-            .expect("client cert")
-            .map(|c| c.expect("cert"))
-            .collect();
-    let key = PrivateKeyDer::from_pem_file(paths.client_key(client)).expect("client key");
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .expect("client auth")
-}
-
-/// One request on a fresh mutual-TLS connection: (status, JSON body), or
-/// an error when the connection or handshake is refused.
+/// One request on a fresh mutual-TLS connection presenting `client`'s
+/// certificate from `pki_dir`: (status, JSON body), or an error when the
+/// connection or handshake is refused.
 async fn call(
     b: &Broker,
     pki_dir: &Path,
@@ -182,35 +133,22 @@ async fn call(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(u16, Value), String> {
-    let connector =
-        tokio_rustls::TlsConnector::from(Arc::new(client_config(&b.pki, pki_dir, client)));
-    let tcp = tokio::net::TcpStream::connect(b.addr)
+    let paths = PkiPaths {
+        dir: pki_dir.to_path_buf(),
+    };
+    let config = client::config(
+        &b.pki.join("ca.pem"),
+        &paths.client_cert(client),
+        &paths.client_key(client),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut conn = client::MtlsClient::connect(b.addr, "localhost", config)
         .await
         .map_err(|e| e.to_string())?;
-    let tls = connector
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+    let (status, bytes) = conn
+        .request(method, path, body.map(Bytes::from))
         .await
         .map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .header("x-officer", "officer-42")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .expect("request");
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
     let value = serde_json::from_slice(&bytes)
         .map_err(|e| format!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))?;
     Ok((status, value))
@@ -377,7 +315,8 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
     )
     .await;
     answered += 1;
-    assert_refused(&r, 403, "case_not_yours");
+    // Another agency cannot use this case: for it, the case does not exist.
+    assert_refused(&r, 404, "case_not_found");
     let r = post(
         &b,
         "xj-mzt",
@@ -435,20 +374,76 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
     let r = post(&b, "xj-mzt", "/v1/cases", bad_id).await;
     answered += 1;
     assert_refused(&r, 422, "invalid_identifier");
+    let message = r.1["error"]["message"].as_str().expect("message");
+    assert!(message.contains("check character"), "{}", r.1);
+    assert!(
+        !message.chars().any(|c| c.is_ascii_digit()),
+        "no digit of the number is echoed: {message}"
+    );
+    let r = post(&b, "xj-mzt", "/v1/cases", json!({ "case_id": "X", "service_item": "XJ-MZ-0201", "officer": "o", "applicants": [{ "id_number": id1 }], "colour": 1 })).await;
+    answered += 1;
+    assert_refused(&r, 422, "invalid_request");
     assert!(
         r.1["error"]["message"]
             .as_str()
             .expect("message")
-            .contains("check"),
+            .contains("unknown field `colour`"),
         "{}",
         r.1
     );
-    let r = post(&b, "xj-mzt", "/v1/cases", json!({ "case_id": "X", "service_item": "XJ-MZ-0201", "officer": "o", "applicants": [], "colour": 1 })).await;
+    let r = post(
+        &b,
+        "xj-mzt",
+        "/v1/cases",
+        json!({ "case_id": "X", "service_item": "XJ-MZ-0201", "officer": "o", "applicants": [] }),
+    )
+    .await;
     answered += 1;
     assert_refused(&r, 422, "invalid_request");
+    assert!(
+        r.1["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("1 to 16 applicants"),
+        "{}",
+        r.1
+    );
     let r = post(&b, "xj-gjj", "/v1/cases", json!({ "case_id": "G-1", "service_item": "XJ-MZ-0201", "officer": "o", "applicants": [{ "id_number": id1 }] })).await;
     answered += 1;
     assert_refused(&r, 403, "not_handling_agency");
+
+    // The one-window counter sees identities masked, as its rules say.
+    let r = post(&b, "wlmq-zwfw", "/v1/cases", json!({ "case_id": "ZW-1", "service_item": "WLMQ-ZW-0001", "officer": "zw-3", "applicants": [{ "id_number": id2 }] })).await;
+    answered += 1;
+    assert_eq!(r.0, 201, "{}", r.1);
+    let r = post(
+        &b,
+        "wlmq-zwfw",
+        "/v1/cases/ZW-1/lookup",
+        lookup(&id2, json!({})),
+    )
+    .await;
+    answered += 1;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let fields = &r.1["data"]["fields"];
+    assert_eq!(
+        keys(fields),
+        ["household_address", "id_number", "name"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    let masked_id = fields["id_number"]["value"].as_str().expect("id");
+    assert_eq!(fields["id_number"]["access"], "masked");
+    assert_eq!(masked_id, format!("{}********{}", &id2[..6], &id2[14..]));
+    assert_eq!(fields["household_address"]["access"], "masked");
+    assert!(
+        fields["household_address"]["value"]
+            .as_str()
+            .expect("address")
+            .ends_with("****")
+    );
+    assert_eq!(fields["name"]["access"], "clear");
 
     // Certificates: valid but unknown agency; expired; from another CA.
     let r = post(&b, "unregistered-agency", "/v1/cases", json!({})).await;
@@ -479,8 +474,18 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
     answered += 1;
     assert_refused(&r, 403, "case_closed");
 
-    // Every answered request has exactly one audit entry.
+    // Every answered request has exactly one audit entry, and the log holds
+    // no identifier in clear: no run of 15 or more digits anywhere.
     assert_eq!(b.audit.size(), answered);
+    let log = std::fs::read_to_string(b.audit_dir.join("log-000001.jsonl")).expect("audit log");
+    // Hashes are long hex tokens; an ID number is a token of 15 or 18
+    // characters that passes the ID check.
+    let id_like = log
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|t| matches!(t.len(), 15 | 18))
+        .find(|t| sharebroker::ingest::normalise::id_number(t).is_ok());
+    assert_eq!(id_like, None, "an ID number is in the audit log");
+    assert!(!log.contains(&id1) && !log.contains(&id2));
 
     // The auditor sees every access to the applicant, and only auditors may.
     let r = call(
@@ -518,6 +523,23 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
         .await
         .expect("audit");
     assert_refused(&r, 403, "not_auditor");
+
+    // If the audit log cannot be written, nothing is served.
+    b.audit.shutdown();
+    let r = post(
+        &b,
+        "wlmq-zwfw",
+        "/v1/cases/ZW-1/lookup",
+        lookup(&id2, json!({})),
+    )
+    .await;
+    assert_eq!(r.0, 503, "{}", r.1);
+    assert_eq!(r.1["error"]["code"], "audit_unavailable");
+    assert!(
+        r.1.get("data").is_none() && !r.1.to_string().contains(&id2[..6]),
+        "no data without audit: {}",
+        r.1
+    );
 
     let _ = b.stop.take().map(|s| s.send(()));
     tokio::time::timeout(Duration::from_secs(15), &mut b.server)
