@@ -339,7 +339,7 @@ Applicant: {name1} ({id1}). Civil affairs (xj-mzt) handles a marriage registrati
 {mzt} {url}/v1/cases/{case}/lookup {post} '{{"subject":{{"id_number":"{id1}"}},"dataset":"population"}}' | tee lookup.json
 
 # 3. Verify the seal offline
-{mzt} {url}/v1/seal/key > seal-key.json && cargo run -q -- seal verify --key seal-key.json lookup.json
+{mzt} {url}/v1/seal/key > seal-key.json && cargo run --release -q -- seal verify --key seal-key.json lookup.json
 
 # 4. Pre-fill every material the service item needs; the rest is what the applicant must still bring
 {mzt} {url}/v1/cases/{case}/prefill {post} '{{}}'

@@ -562,6 +562,10 @@ fn table(state: &AppState, kind: SubjectKind) -> Result<&LoadedTable, ApiError> 
 /// off the async workers; it is asked only for applicants of an open case
 /// of the caller. If it cannot be written, nothing is served.
 async fn commitment(state: &Arc<AppState>, key: &str) -> Result<String, ApiError> {
+    // Hot path: the salt exists (a lookup in memory, no I/O).
+    if let Some(c) = state.audit.lookup_commitment(key) {
+        return Ok(c);
+    }
     let (st, key) = (state.clone(), key.to_string());
     blocking(move || st.audit.commit_subject(&key))
         .await?
@@ -620,6 +624,7 @@ async fn lookup(
     if let Some(case) = state.cases.get(&agency.id, case_id) {
         entry.service_item = Some(case.service_item.clone());
         entry.role.clone_from(&case.role);
+        entry.officer.get_or_insert(case.officer);
     }
     let authorized = authorize_lookup(
         &state.policy,
@@ -745,6 +750,7 @@ async fn prefill(
     let case = authorized.case();
     entry.service_item = Some(case.service_item.clone());
     entry.role.clone_from(&case.role);
+    entry.officer.get_or_insert_with(|| case.officer.clone());
     let subject = authorized.subject();
     entry.subject_commitment = Some(commitment(state, &subject.key).await?);
     let row = table(state, subject.kind)?.row(&subject.key);
