@@ -328,6 +328,48 @@ fn parse_applications(
     out
 }
 
+/// A casbin enforcer holding `rules` and the catalogue's groupings (`g`:
+/// field → `dataset:`/`tag:`; `g2`: service item → `purpose:` category):
+/// the reference that plans are compiled from and checked against.
+pub async fn build_enforcer(
+    model_text: &str,
+    rules: &[Rule],
+    catalog: &Catalog,
+) -> casbin::Result<Enforcer> {
+    let model = DefaultModel::from_str(model_text).await?;
+    let mut enforcer = Enforcer::new(model, MemoryAdapter::default()).await?;
+    let p: Vec<Vec<String>> = rules
+        .iter()
+        .map(|r| {
+            vec![
+                r.role.clone(),
+                r.object.clone(),
+                r.action.clone(),
+                r.purpose.clone(),
+                if r.allow { "allow" } else { "deny" }.into(),
+            ]
+        })
+        .collect();
+    if !p.is_empty() {
+        enforcer.add_policies(p).await?;
+    }
+    let mut g = Vec::new();
+    for d in &catalog.datasets {
+        for f in &d.fields {
+            g.push(vec![f.qualified.clone(), format!("dataset:{}", d.id)]);
+            g.push(vec![f.qualified.clone(), format!("tag:{}", f.sensitivity)]);
+        }
+    }
+    enforcer.add_named_grouping_policies("g", g).await?;
+    let g2: Vec<Vec<String>> = catalog
+        .items
+        .iter()
+        .map(|i| vec![i.code.clone(), format!("purpose:{}", i.purpose_category)])
+        .collect();
+    enforcer.add_named_grouping_policies("g2", g2).await?;
+    Ok(enforcer)
+}
+
 impl PolicySet {
     /// Load, validate and compile the policy in `dir` against `catalog`.
     pub async fn load(dir: &Path, catalog: &Catalog) -> Result<PolicySet, ConfigErrors> {
@@ -341,53 +383,6 @@ impl PolicySet {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        let model = DefaultModel::from_str(&model_src.text)
-            .await
-            .map_err(|e| ConfigError::new(&model_path, "", format!("invalid casbin model: {e}")))?;
-        let mut enforcer = Enforcer::new(model, MemoryAdapter::default())
-            .await
-            .map_err(|e| {
-                ConfigError::new(&model_path, "", format!("cannot build enforcer: {e}"))
-            })?;
-        let casbin_err = |e: casbin::Error| {
-            ConfigError::new(&model_path, "", format!("casbin rejected the rules: {e}"))
-        };
-        let p: Vec<Vec<String>> = rules
-            .iter()
-            .map(|r| {
-                vec![
-                    r.role.clone(),
-                    r.object.clone(),
-                    r.action.clone(),
-                    r.purpose.clone(),
-                    if r.allow { "allow" } else { "deny" }.into(),
-                ]
-            })
-            .collect();
-        if !p.is_empty() {
-            enforcer.add_policies(p).await.map_err(casbin_err)?;
-        }
-        let mut g = Vec::new();
-        for d in &catalog.datasets {
-            for f in &d.fields {
-                g.push(vec![f.qualified.clone(), format!("dataset:{}", d.id)]);
-                g.push(vec![f.qualified.clone(), format!("tag:{}", f.sensitivity)]);
-            }
-        }
-        enforcer
-            .add_named_grouping_policies("g", g)
-            .await
-            .map_err(casbin_err)?;
-        let g2: Vec<Vec<String>> = catalog
-            .items
-            .iter()
-            .map(|i| vec![i.code.clone(), format!("purpose:{}", i.purpose_category)])
-            .collect();
-        enforcer
-            .add_named_grouping_policies("g2", g2)
-            .await
-            .map_err(casbin_err)?;
-
         let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
         for f in [
             crate::catalog::AGENCIES_FILE,
@@ -401,13 +396,36 @@ impl PolicySet {
         }
         let version = hex::encode(hasher.finish().as_ref());
 
+        PolicySet::from_parts(catalog, &model_src.text, rules, applications, version)
+            .await
+            .map_err(|e| {
+                ConfigError::new(
+                    &model_path,
+                    "",
+                    format!("casbin rejected the model or rules: {e}"),
+                )
+                .into()
+            })
+    }
+
+    /// Compile a policy from parts already validated against `catalog`
+    /// (what `load` does after reading the files; benchmarks and property
+    /// tests use it with generated rules).
+    pub async fn from_parts(
+        catalog: &Catalog,
+        model_text: &str,
+        rules: Vec<Rule>,
+        applications: Vec<Application>,
+        version: String,
+    ) -> casbin::Result<PolicySet> {
+        let enforcer = build_enforcer(model_text, &rules, catalog).await?;
         let mut set = PolicySet {
             version,
             rules,
             applications,
             plans: HashMap::new(),
         };
-        set.compile(&enforcer, catalog).map_err(casbin_err)?;
+        set.compile(&enforcer, catalog)?;
         Ok(set)
     }
 
