@@ -7,10 +7,12 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use sharebroker::api::{self, AppState};
-use sharebroker::catalog::Catalog;
+use sharebroker::audit::{self, AuditFilter};
+use sharebroker::catalog::{Catalog, SubjectKind};
 use sharebroker::config::Settings;
 use sharebroker::connectors;
 use sharebroker::datagen::{GenOptions, generate};
+use sharebroker::ingest::{identifier_problem, subject_key};
 use sharebroker::pki;
 use sharebroker::policy::PolicySet;
 use sharebroker::pull;
@@ -36,6 +38,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Generate each agency's source data (deterministic) into <data-dir>/sources.
@@ -118,6 +122,167 @@ enum AuditCommand {
         /// Log directory (default: <data-dir>/audit).
         dir: Option<PathBuf>,
     },
+    /// Entries matching the filters, oldest first.
+    Query {
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The applicant-facing report of every access to one person's (or organisation's) data.
+    Report {
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lookups outside any case, unusual volumes, off-hours access, repeated denials.
+    Anomalies {
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the matching entries to a Parquet file.
+    Export {
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Filters shared by the audit commands.
+#[derive(clap::Args)]
+struct AuditFilterArgs {
+    /// Log directory (default: <data-dir>/audit); a copy works too.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long)]
+    agency: Option<String>,
+    #[arg(long)]
+    officer: Option<String>,
+    /// The subject, by resident ID number.
+    #[arg(long)]
+    id_number: Option<String>,
+    /// The subject, by unified social credit code.
+    #[arg(long)]
+    credit_code: Option<String>,
+    #[arg(long)]
+    service_item: Option<String>,
+    #[arg(long = "case")]
+    case_id: Option<String>,
+    /// allow, deny or error.
+    #[arg(long)]
+    decision: Option<String>,
+    /// From this time (RFC 3339, or a date such as 2026-11-27), UTC.
+    #[arg(long)]
+    since: Option<String>,
+    /// Before this time (RFC 3339, or a date), UTC.
+    #[arg(long)]
+    until: Option<String>,
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl AuditFilterArgs {
+    fn dir(&self, s: &Settings) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| s.audit_dir())
+    }
+
+    fn filter(&self, s: &Settings) -> anyhow::Result<AuditFilter> {
+        let subject = match (&self.id_number, &self.credit_code) {
+            (Some(id), None) => Some((SubjectKind::Person, id)),
+            (None, Some(code)) => Some((SubjectKind::Organisation, code)),
+            (None, None) => None,
+            _ => bail!("name the subject by --id-number or --credit-code, not both"),
+        };
+        let subject_commitment = match subject {
+            Some((kind, raw)) => {
+                let key = subject_key(kind, raw)
+                    .map_err(|_| anyhow::anyhow!("{}", identifier_problem(kind, raw)))?;
+                // A subject without a salt was never named in the log.
+                Some(audit::commitment_in_dir(&self.dir(s), &key)?.unwrap_or_else(|| "none".into()))
+            }
+            None => None,
+        };
+        Ok(AuditFilter {
+            agency: self.agency.clone(),
+            subject_commitment,
+            case_id: self.case_id.clone(),
+            decision: self.decision.clone(),
+            officer: self.officer.clone(),
+            service_item: self.service_item.clone(),
+            since: self.since.clone(),
+            until: self.until.clone(),
+            limit: self.limit,
+        })
+    }
+}
+
+fn audit_command(s: &Settings, command: &AuditCommand) -> anyhow::Result<()> {
+    let read = |f: &AuditFilterArgs| -> anyhow::Result<Vec<(u64, audit::AuditEntry)>> {
+        Ok(audit::scan_dir(&f.dir(s), &f.filter(s)?)?)
+    };
+    match command {
+        AuditCommand::Verify { .. } => unreachable!("handled in main"),
+        AuditCommand::Query { filter, json } => {
+            for (i, e) in read(filter)? {
+                if *json {
+                    println!("{}", serde_json::json!({ "index": i, "entry": e }));
+                } else {
+                    println!(
+                        "#{i:<7} {}  {:<10} {:<14} {:<26} {:<14} {:<6} {}",
+                        e.time,
+                        e.agency,
+                        e.officer.as_deref().unwrap_or("-"),
+                        e.route,
+                        e.case_id.as_deref().unwrap_or("-"),
+                        e.decision,
+                        e.code.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        AuditCommand::Report { filter, json } => {
+            if filter.id_number.is_none() && filter.credit_code.is_none() {
+                bail!("a report is about one subject: give --id-number or --credit-code");
+            }
+            let catalog = Catalog::load(&s.policies_dir)?;
+            let lines = audit::report::subject_report(&read(filter)?, &catalog);
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&lines)?);
+            } else {
+                print!("{}", audit::report::render_report(&lines));
+            }
+        }
+        AuditCommand::Anomalies { filter, json } => {
+            let found =
+                audit::report::anomalies(&read(filter)?, &audit::report::AnomalyRules::default());
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+            } else if found.is_empty() {
+                println!("no anomalies");
+            } else {
+                for a in &found {
+                    println!(
+                        "{:<17} {:<10} {:<14} {}  entries {:?}",
+                        format!("{:?}", a.kind),
+                        a.agency,
+                        a.officer.as_deref().unwrap_or("-"),
+                        a.detail,
+                        a.entries
+                    );
+                }
+            }
+        }
+        AuditCommand::Export { filter, out } => {
+            let n = audit::report::export_parquet(&read(filter)?, out)?;
+            println!("wrote {n} entries to {}", out.display());
+        }
+    }
+    Ok(())
 }
 
 fn settings(cli: &Cli) -> Settings {
@@ -217,6 +382,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Audit { command } => audit_command(&s, command),
     }
 }
 

@@ -230,6 +230,7 @@ fn route_template(path: &str) -> String {
             action @ ("close" | "lookup" | "prefill"),
         ] => format!("/v1/cases/{{case}}/{action}"),
         ["", "v1", r @ ("cases" | "catalog" | "audit")] => format!("/v1/{r}"),
+        ["", "v1", "audit", v @ ("report" | "anomalies")] => format!("/v1/audit/{v}"),
         _ => "/unmatched".to_string(),
     }
 }
@@ -343,13 +344,22 @@ async fn dispatch(
             let body: Prefill = read_json(req, limit).await?;
             prefill(state, &agency, &id, body, entry).await
         }
-        (Method::GET, ["", "v1", "audit"]) => audit_query(state, &agency, &query).await,
+        (Method::GET, ["", "v1", "audit"]) => {
+            audit_view(state, &agency, &query, AuditView::Entries).await
+        }
+        (Method::GET, ["", "v1", "audit", "report"]) => {
+            audit_view(state, &agency, &query, AuditView::Report).await
+        }
+        (Method::GET, ["", "v1", "audit", "anomalies"]) => {
+            audit_view(state, &agency, &query, AuditView::Anomalies).await
+        }
         (
             _,
             ["", "v1", "catalog"]
             | ["", "v1", "cases"]
             | ["", "v1", "cases", _, "close" | "lookup" | "prefill"]
-            | ["", "v1", "audit"],
+            | ["", "v1", "audit"]
+            | ["", "v1", "audit", "report" | "anomalies"],
         ) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -854,26 +864,21 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn audit_query(
-    state: &Arc<AppState>,
-    agency: &Agency,
-    query: &str,
-) -> Result<Reply, ApiError> {
-    if !agency.auditor {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "not_auditor",
-            format!("`{}` is not an auditing agency", agency.id),
-        ));
-    }
+/// Parse the auditor's query string into a filter (the same filters as
+/// `sharebroker audit query`).
+fn audit_filter(state: &AppState, query: &str) -> Result<AuditFilter, ApiError> {
     let mut filter = AuditFilter::default();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = percent_decode(v);
         match k {
             "agency" => filter.agency = Some(v),
+            "officer" => filter.officer = Some(v),
+            "service_item" => filter.service_item = Some(v),
             "case_id" => filter.case_id = Some(v),
             "decision" => filter.decision = Some(v),
+            "since" => filter.since = Some(v),
+            "until" => filter.until = Some(v),
             "limit" => {
                 filter.limit = Some(v.parse().map_err(|_| {
                     ApiError::new(StatusCode::BAD_REQUEST, "bad_query", "`limit` is a number")
@@ -909,7 +914,42 @@ async fn audit_query(
             }
         }
     }
-    filter.limit = Some(filter.limit.unwrap_or(1000).min(10_000));
+    Ok(filter)
+}
+
+#[derive(Clone, Copy)]
+enum AuditView {
+    Entries,
+    Report,
+    Anomalies,
+}
+
+/// The auditor's views of the log: entries, the applicant-facing report of
+/// one subject, and anomalies.
+async fn audit_view(
+    state: &Arc<AppState>,
+    agency: &Agency,
+    query: &str,
+    view: AuditView,
+) -> Result<Reply, ApiError> {
+    if !agency.auditor {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_auditor",
+            format!("`{}` is not an auditing agency", agency.id),
+        ));
+    }
+    let mut filter = audit_filter(state, query)?;
+    if matches!(view, AuditView::Report) && filter.subject_commitment.is_none() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            "a report is about one subject: give `id_number` or `credit_code`",
+        ));
+    }
+    if matches!(view, AuditView::Entries) {
+        filter.limit = Some(filter.limit.unwrap_or(1000).min(10_000));
+    }
     let st = state.clone();
     let entries = blocking(move || st.audit.query(&filter))
         .await?
@@ -921,13 +961,24 @@ async fn audit_query(
                 "the audit log cannot be read right now",
             )
         })?;
-    let entries: Vec<Value> = entries
-        .into_iter()
-        .map(|(i, e)| json!({ "index": i, "entry": e }))
-        .collect();
+    let body = match view {
+        AuditView::Entries => {
+            let entries: Vec<Value> = entries
+                .into_iter()
+                .map(|(i, e)| json!({ "index": i, "entry": e }))
+                .collect();
+            json!({ "entries": entries, "log_size": state.audit.size(), "root": hex::encode(state.audit.root()) })
+        }
+        AuditView::Report => {
+            json!({ "accesses": crate::audit::report::subject_report(&entries, &state.catalog) })
+        }
+        AuditView::Anomalies => {
+            json!({ "anomalies": crate::audit::report::anomalies(&entries, &crate::audit::report::AnomalyRules::default()) })
+        }
+    };
     Ok(Reply {
         status: StatusCode::OK,
-        body: json!({ "entries": entries, "log_size": state.audit.size(), "root": hex::encode(state.audit.root()) }),
+        body,
         sealed: false,
     })
 }

@@ -10,6 +10,7 @@
 //!   link between the person and their entries without touching the tree.
 
 pub mod merkle;
+pub mod report;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -149,6 +150,14 @@ pub struct AuditFilter {
     pub case_id: Option<String>,
     /// "allow" | "deny" | "error".
     pub decision: Option<String>,
+    /// Officer named in the entry.
+    pub officer: Option<String>,
+    /// Service item (purpose) of the request.
+    pub service_item: Option<String>,
+    /// Entries at or after this RFC 3339 time (or date prefix, `2026-11-27`).
+    pub since: Option<String>,
+    /// Entries before this RFC 3339 time (or date prefix).
+    pub until: Option<String>,
     /// At most this many results, oldest first.
     pub limit: Option<usize>,
 }
@@ -376,6 +385,53 @@ impl AuditSink for AuditLog {
     }
 }
 
+/// Read the entries of a log directory (or a copy of one) matching
+/// `filter`, without opening it for writing: works beside a running broker.
+/// Every line is verified against its leaf hash on the way.
+pub fn scan_dir(dir: &Path, filter: &AuditFilter) -> Result<Vec<(u64, AuditEntry)>, AuditError> {
+    let limit = filter.limit.unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    replay(&dir.join(SEGMENT_FILE), u64::MAX, |index, _, entry| {
+        if matches(filter, &entry) {
+            out.push((index, entry));
+        }
+        out.len() < limit
+    })?;
+    Ok(out)
+}
+
+/// The commitment of a subject in a log directory, read from its salts
+/// without opening the log; `None` if no entry ever named the subject.
+pub fn commitment_in_dir(dir: &Path, subject_key: &str) -> Result<Option<String>, AuditError> {
+    let path = dir.join(SALTS_FILE);
+    let text = match fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(AuditError::Io {
+                action: "read salt store",
+                path,
+                source,
+            });
+        }
+    };
+    let want = subject_id(subject_key);
+    for (line_no, line) in journal::complete_lines(&text) {
+        let (id, salt) = parse_salt_line(line).map_err(|reason| AuditError::Corrupt {
+            path: path.clone(),
+            line: line_no as u64,
+            reason,
+        })?;
+        if id == want {
+            return Ok(Some(commitment(&salt, subject_key)));
+        }
+    }
+    Ok(None)
+}
+
 /// Re-reads a log directory (or a copy of one), verifying every line's index and leaf hash,
 /// and recomputes the root. Never modifies anything.
 pub fn verify_dir(dir: &Path) -> Result<VerifyReport, AuditError> {
@@ -599,7 +655,18 @@ fn matches(filter: &AuditFilter, entry: &AuditEntry) -> bool {
     fn eq(want: &Option<String>, got: Option<&str>) -> bool {
         want.as_deref().is_none_or(|w| got == Some(w))
     }
+    // Entry times are RFC 3339 UTC with a fixed format, so they compare as text.
     eq(&filter.agency, Some(&entry.agency))
+        && eq(&filter.officer, entry.officer.as_deref())
+        && eq(&filter.service_item, entry.service_item.as_deref())
+        && filter
+            .since
+            .as_deref()
+            .is_none_or(|t| entry.time.as_str() >= t)
+        && filter
+            .until
+            .as_deref()
+            .is_none_or(|t| entry.time.as_str() < t)
         && eq(&filter.decision, Some(&entry.decision))
         && eq(&filter.case_id, entry.case_id.as_deref())
         && eq(

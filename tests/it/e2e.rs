@@ -10,16 +10,11 @@ use serde_json::{Value, json};
 
 use sharebroker::api::{self, AppState, client};
 use sharebroker::audit::AuditLog;
-use sharebroker::catalog::Catalog;
-use sharebroker::config::Settings;
-use sharebroker::datagen::{GenOptions, generate};
 use sharebroker::pki::{self, PkiPaths};
 use sharebroker::pull;
 use sharebroker::seal;
 
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
+use crate::fixture::{Prepared, prepare};
 
 struct Broker {
     addr: std::net::SocketAddr,
@@ -35,33 +30,16 @@ struct Broker {
 }
 
 /// A broker on generated data in a temporary directory, with the repo's
-/// policies and connectors, serving on an ephemeral port.
+/// policies and connectors, serving in this process on an ephemeral port.
 async fn start() -> Broker {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let Prepared {
+        dir,
+        settings,
+        applicants,
+    } = prepare();
     let data = dir.path().to_path_buf();
-    let settings = Settings {
-        policies_dir: repo("policies"),
-        connectors_dir: repo("connectors"),
-        data_dir: data.clone(),
-        ..Settings::default()
-    };
-    generate(&GenOptions {
-        out_dir: settings.sources_dir(),
-        persons: 1_500,
-        seed: 7,
-        progress: false,
-    })
-    .expect("gen");
-    let catalog = Catalog::load(&settings.policies_dir).expect("catalogue");
-    let mut names: Vec<String> = catalog
-        .agencies
-        .iter()
-        .flat_map(|a| a.certificate_names.clone())
-        .collect();
-    names.push("unregistered-agency".into());
-    let servers = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-    pki::init(&settings.pki_dir(), &names, &servers, false).expect("pki");
     pki::issue_test_client(&settings.pki_dir(), "xj-mzt-expired", true).expect("expired client");
+    let servers = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     pki::init(
         &data.join("other-pki"),
         &["xj-mzt".to_string()],
@@ -69,7 +47,6 @@ async fn start() -> Broker {
         false,
     )
     .expect("other pki");
-
     let partial = pull::run_configured(&settings, &["gat-population".to_string()], false);
     assert!(
         matches!(partial, Err(pull::PullSetupError::PartialPull)),
@@ -80,8 +57,6 @@ async fn start() -> Broker {
         matches!(unknown, Err(pull::PullSetupError::UnknownSource { .. })),
         "{unknown:?}"
     );
-    let report = pull::run_configured(&settings, &[], false).expect("pull");
-    assert!(report.sources.iter().all(|(_, s)| s.rows > 0), "{report:?}");
 
     let state = Arc::new(AppState::open(&settings).await.expect("state"));
     let audit = state.audit.clone();
@@ -99,15 +74,6 @@ async fn start() -> Broker {
         .await
         .expect("server");
     });
-    let mut rdr =
-        csv::Reader::from_path(settings.sources_dir().join("applicants.csv")).expect("applicants");
-    let applicants = rdr
-        .records()
-        .map(|r| {
-            let r = r.expect("row");
-            (r[1].to_string(), r[2].to_string())
-        })
-        .collect();
     Broker {
         addr,
         pki: settings.pki_dir(),
@@ -518,6 +484,44 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
     assert!(
         !text.contains(&id1),
         "the audit log keeps commitments, not ID numbers"
+    );
+    // The applicant-facing report and the anomalies, through the API.
+    let r = call(
+        &b,
+        &b.pki,
+        "xj-sjj",
+        "GET",
+        &format!("/v1/audit/report?id_number={id1}"),
+        None,
+    )
+    .await
+    .expect("report");
+    assert_eq!(r.0, 200, "{}", r.1);
+    let accesses = r.1["accesses"].as_array().expect("accesses");
+    assert_eq!(accesses.len(), 7);
+    assert_eq!(accesses[0]["agency_name"], "新疆维吾尔自治区民政厅");
+    assert_eq!(accesses[0]["service_item_name"], "内地居民结婚登记");
+    assert!(
+        accesses[0]["received"]
+            .as_array()
+            .expect("labels")
+            .iter()
+            .any(|l| l == "姓名")
+    );
+    let r = call(&b, &b.pki, "xj-sjj", "GET", "/v1/audit/anomalies", None)
+        .await
+        .expect("anomalies");
+    assert_eq!(r.0, 200, "{}", r.1);
+    let outside = r.1["anomalies"]
+        .as_array()
+        .expect("anomalies")
+        .iter()
+        .filter(|a| a["kind"] == "outside_case")
+        .count();
+    assert_eq!(
+        outside, 5,
+        "lookups refused for want of an open case: {}",
+        r.1
     );
     let r = call(&b, &b.pki, "xj-mzt", "GET", "/v1/audit", None)
         .await

@@ -1,4 +1,6 @@
 //! Integration tests: the whole pipeline on generated data, served over real
 //! TLS sockets with client certificates.
 
+mod crash;
 mod e2e;
+mod fixture;

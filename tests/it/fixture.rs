@@ -1,0 +1,65 @@
+//! A prepared data directory: generated sources, development PKI and one
+//! pull, with the repo's policies and connectors.
+
+use std::path::{Path, PathBuf};
+
+use sharebroker::catalog::Catalog;
+use sharebroker::config::Settings;
+use sharebroker::datagen::{GenOptions, generate};
+use sharebroker::pki;
+use sharebroker::pull;
+
+pub fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+pub struct Prepared {
+    pub dir: tempfile::TempDir,
+    pub settings: Settings,
+    /// (ID number, name) of applicants present in every person source.
+    pub applicants: Vec<(String, String)>,
+}
+
+/// Generate 1,500 persons, issue certificates for every agency (and one
+/// valid certificate naming no agency), and pull everything once.
+pub fn prepare() -> Prepared {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings {
+        policies_dir: repo("policies"),
+        connectors_dir: repo("connectors"),
+        data_dir: dir.path().to_path_buf(),
+        ..Settings::default()
+    };
+    generate(&GenOptions {
+        out_dir: settings.sources_dir(),
+        persons: 1_500,
+        seed: 7,
+        progress: false,
+    })
+    .expect("gen");
+    let catalog = Catalog::load(&settings.policies_dir).expect("catalogue");
+    let mut names: Vec<String> = catalog
+        .agencies
+        .iter()
+        .flat_map(|a| a.certificate_names.clone())
+        .collect();
+    names.push("unregistered-agency".into());
+    let servers = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    pki::init(&settings.pki_dir(), &names, &servers, false).expect("pki");
+    let report = pull::run_configured(&settings, &[], false).expect("pull");
+    assert!(report.sources.iter().all(|(_, s)| s.rows > 0), "{report:?}");
+    let mut rdr =
+        csv::Reader::from_path(settings.sources_dir().join("applicants.csv")).expect("applicants");
+    let applicants = rdr
+        .records()
+        .map(|r| {
+            let r = r.expect("row");
+            (r[1].to_string(), r[2].to_string())
+        })
+        .collect();
+    Prepared {
+        dir,
+        settings,
+        applicants,
+    }
+}
