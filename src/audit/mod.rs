@@ -201,6 +201,11 @@ impl Tree {
         for leaf in leaves {
             self.merkle.push(leaf);
         }
+        self.refresh_root();
+    }
+
+    /// Recomputes the cached root after leaves were pushed to `merkle` directly.
+    fn refresh_root(&mut self) {
         self.root = self.merkle.root();
     }
 }
@@ -239,12 +244,11 @@ impl AuditLog {
         let existed = log_path.exists();
         let mut tree = Tree::default();
         if existed {
-            let mut leaves = Vec::new();
             let replay = replay(&log_path, u64::MAX, |_, leaf, _| {
-                leaves.push(leaf);
+                tree.merkle.push(leaf);
                 true
             })?;
-            tree.extend(leaves);
+            tree.refresh_root();
             if replay.torn_tail_bytes > 0 {
                 tracing::warn!(
                     path = %log_path.display(),
