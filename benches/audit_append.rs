@@ -17,10 +17,9 @@
 //!    VERIFY_MAX_SECONDS, default 75, to keep the bench bounded), then `AuditLog::open`
 //!    (replay on restart) and `audit::verify_dir` are timed, in entries/s.
 //!    The file was just written, so both read from a warm page cache.
-//! 3. `proofs_section()`: the RFC 6962 root over PROOF_ENTRIES (default
-//!    10,000,000) synthetic leaf hashes with `merkle::Frontier`, its time and
-//!    memory. Inclusion/consistency proof timing is a TODO there until
-//!    `MerkleTree` (branch audit-proofs) is merged.
+//!
+//! Proof sizes and times at 10,000,000 entries are measured by
+//! `benches/audit_proofs.rs`.
 //!
 //! Logs go in a temp dir under BENCH_DIR (default /var/tmp), which must be
 //! on the same filesystem as the default data dir (`data/` in the crate);
@@ -29,7 +28,7 @@
 //! 2 withheld fields, subject commitment, policy version, response hash).
 //!
 //!   cargo bench --bench audit_append
-//!   SECONDS=10 VERIFY_ENTRIES=200000 PROOF_ENTRIES=1000000 cargo bench --bench audit_append
+//!   SECONDS=10 VERIFY_ENTRIES=200000 cargo bench --bench audit_append
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -476,7 +475,7 @@ fn verify_section(
     drop(reopened);
 
     let t = Instant::now();
-    let report = audit::verify_dir(dir.path()).expect("verify");
+    let report = audit::verify_dir(dir.path(), None).expect("verify");
     let verify_secs = t.elapsed().as_secs_f64();
     assert_eq!(report.entries, n);
     assert_eq!(report.root_hex, root);
@@ -492,66 +491,10 @@ fn verify_section(
     }
 }
 
-struct Proofs {
-    leaves: u64,
-    leaf_secs: f64,
-    frontier_secs: f64,
-    recursive_secs: f64,
-    leaves_mib: f64,
-    rss_mib: f64,
-}
-
-/// Proof sizes and times at PROOF_ENTRIES leaves. For now: the RFC 6962 root of the
-/// synthetic leaves with `merkle::Frontier` (cross-checked with `merkle::root`), time
-/// and memory. The leaves are kept in a Vec, as a `MerkleTree` serving proofs must.
-fn proofs_section(n: u64) -> Proofs {
-    let rss0 = status_mib("VmRSS:");
-    let t = Instant::now();
-    let leaves: Vec<[u8; 32]> = (0..n)
-        .map(|i| merkle::leaf_hash(&i.to_be_bytes()))
-        .collect();
-    let leaf_secs = t.elapsed().as_secs_f64();
-
-    let t = Instant::now();
-    let mut frontier = merkle::Frontier::new();
-    for leaf in &leaves {
-        frontier.push(*leaf);
-    }
-    let root = frontier.root();
-    let frontier_secs = t.elapsed().as_secs_f64();
-    assert_eq!(frontier.size(), n);
-
-    let t = Instant::now();
-    assert_eq!(
-        merkle::root(&leaves),
-        root,
-        "Frontier agrees with merkle::root"
-    );
-    let recursive_secs = t.elapsed().as_secs_f64();
-    let rss_mib = status_mib("VmRSS:") - rss0;
-
-    // TODO(audit-proofs): after merging `MerkleTree` (branch audit-proofs), build it from
-    // `leaves` here (time the build and its memory) and time, over ~1,000 sampled cases each:
-    //   - `inclusion_proof(index, n)` for random indices (p50/p99 µs, proof length in hashes
-    //     and bytes, expected ⌈log2 n⌉ = 24 hashes = 768 bytes at n = 10,000,000);
-    //   - `consistency_proof(m, n)` for random m < n (same figures);
-    // verify each proof against `root`, add the figures to `Proofs` and the summary table.
-
-    Proofs {
-        leaves: n,
-        leaf_secs,
-        frontier_secs,
-        recursive_secs,
-        leaves_mib: (leaves.capacity() * 32) as f64 / (1 << 20) as f64,
-        rss_mib,
-    }
-}
-
 fn main() {
     let seconds: f64 = env_or("SECONDS", 5.0);
     let verify_entries: u64 = env_or("VERIFY_ENTRIES", 1_000_000);
     let verify_max_secs: f64 = env_or("VERIFY_MAX_SECONDS", 75.0);
-    let proof_entries: u64 = env_or("PROOF_ENTRIES", 10_000_000);
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let data_dir = crate_dir.join("data");
     let requested = PathBuf::from(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into()));
@@ -677,25 +620,6 @@ fn main() {
     );
     println!();
 
-    let p = proofs_section(proof_entries);
-    println!(
-        "proofs section, {} synthetic leaves: leaf hashes {:.2} s; Frontier root {:.2} s ({:.0} leaves/s); recursive merkle::root {:.2} s (agrees)",
-        p.leaves,
-        p.leaf_secs,
-        p.frontier_secs,
-        p.leaves as f64 / p.frontier_secs,
-        p.recursive_secs
-    );
-    println!(
-        "  memory: leaf hashes {:.0} MiB (what a proof-serving tree must keep), Frontier O(log n) = {} nodes max; RSS +{:.0} MiB; peak RSS {:.0} MiB",
-        p.leaves_mib,
-        u64::BITS - p.leaves.leading_zeros(),
-        p.rss_mib,
-        status_mib("VmHWM:")
-    );
-    println!("  inclusion / consistency proofs: TODO (MerkleTree, branch audit-proofs)");
-    println!();
-
     println!(
         "summary (appends/s; latency µs; ratio = group commit / fsync-per-entry at the same W)"
     );
@@ -731,12 +655,10 @@ fn main() {
         if best >= 100_000.0 { "met" } else { "NOT met" }
     );
     println!(
-        "verify_dir {:.0} entries/s over {} entries; reopen {:.0} entries/s; Frontier root of {} leaves {:.2} s",
+        "verify_dir {:.0} entries/s over {} entries; reopen {:.0} entries/s (proofs: cargo bench --bench audit_proofs)",
         v.entries as f64 / v.verify_secs,
         v.entries,
         v.entries as f64 / v.reopen_secs,
-        p.leaves,
-        p.frontier_secs
     );
     println!(
         "mean entry {mean_entry:.0} B (line {mean_line:.0} B); {} cores; temp dir {fstype} on {source} ({})",
@@ -744,7 +666,7 @@ fn main() {
         base.display()
     );
     println!(
-        "command: SECONDS={seconds} VERIFY_ENTRIES={verify_entries} VERIFY_MAX_SECONDS={verify_max_secs} PROOF_ENTRIES={proof_entries} BENCH_DIR={} cargo bench --bench audit_append",
+        "command: SECONDS={seconds} VERIFY_ENTRIES={verify_entries} VERIFY_MAX_SECONDS={verify_max_secs} BENCH_DIR={} cargo bench --bench audit_append",
         base.display()
     );
     println!("total wall time {:.0} s", wall.elapsed().as_secs_f64());

@@ -117,10 +117,15 @@ enum SealCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Recompute every leaf hash and the tree root of a log (or a copy).
+    /// Recompute every leaf hash and the tree root of a log (or a copy), and check every
+    /// signed tree head against the rebuilt tree (and its signature, given --key).
     Verify {
         /// Log directory (default: <data-dir>/audit).
         dir: Option<PathBuf>,
+        /// The broker's published key file (from GET /v1/seal/key or
+        /// <data-dir>/seal/seal-key.pub); without it, head signatures are not checked.
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Entries matching the filters, oldest first.
     Query {
@@ -354,14 +359,7 @@ fn main() -> anyhow::Result<()> {
         Command::Seal {
             command: SealCommand::Verify { key, response },
         } => {
-            let key_text = std::fs::read_to_string(key)
-                .with_context(|| format!("reading {}", key.display()))?;
-            // Accept the raw key file or the JSON served at /v1/seal/key.
-            let key_text = serde_json::from_str::<serde_json::Value>(&key_text)
-                .ok()
-                .and_then(|v| v.get("key").and_then(|k| k.as_str()).map(str::to_string))
-                .unwrap_or(key_text);
-            let (_, public) = seal::parse_public_key_file(&key_text)?;
+            let (_, public) = read_public_key(key)?;
             let doc: serde_json::Value = serde_json::from_slice(
                 &std::fs::read(response)
                     .with_context(|| format!("reading {}", response.display()))?,
@@ -372,18 +370,41 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit {
-            command: AuditCommand::Verify { dir },
+            command: AuditCommand::Verify { dir, key },
         } => {
             let dir = dir.clone().unwrap_or_else(|| s.audit_dir());
-            let report = sharebroker::audit::verify_dir(&dir)?;
+            let key = key.as_deref().map(read_public_key).transpose()?;
+            let report =
+                sharebroker::audit::verify_dir(&dir, key.as_ref().map(|(_, k)| k.as_slice()))?;
+            let signatures = match &key {
+                Some((key_id, _)) => format!("signatures checked with key {key_id}"),
+                None => "signatures not checked (no --key)".to_string(),
+            };
             println!(
-                "audit log ok: {} entries, root {}",
-                report.entries, report.root_hex
+                "audit log ok: {} entries, root {}; {} tree heads consistent, {signatures}",
+                report.entries, report.root_hex, report.tree_heads
             );
+            if report.torn_tail_bytes > 0 {
+                println!(
+                    "note: {} bytes of an unfinished last line were ignored",
+                    report.torn_tail_bytes
+                );
+            }
             Ok(())
         }
         Command::Audit { command } => audit_command(&s, command),
     }
+}
+
+/// Reads a published key: the raw `seal-key.pub` text or the JSON served at /v1/seal/key.
+fn read_public_key(path: &std::path::Path) -> anyhow::Result<(String, Vec<u8>)> {
+    let key_text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let key_text = serde_json::from_str::<serde_json::Value>(&key_text)
+        .ok()
+        .and_then(|v| v.get("key").and_then(|k| k.as_str()).map(str::to_string))
+        .unwrap_or(key_text);
+    seal::parse_public_key_file(&key_text).with_context(|| format!("reading {}", path.display()))
 }
 
 fn generate_sources(

@@ -21,7 +21,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, spawn_tree_head_publisher};
 use crate::catalog::{Agency, Catalog, SubjectKind};
 use crate::config::Settings;
 use crate::ingest::{COL_KEY, Golden};
@@ -89,6 +89,7 @@ impl AppState {
             signer: Arc::new(signer),
             max_body_bytes: s.max_body_bytes,
             request_timeout: Duration::from_secs(s.request_timeout_secs),
+            tree_head_every: Duration::from_secs(s.tree_head_interval_secs.max(1)),
         })
     }
 }
@@ -126,6 +127,8 @@ pub struct AppState {
     pub signer: Arc<dyn Signer>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// How often the audit log's signed tree head is published.
+    pub tree_head_every: Duration,
 }
 
 /// Who is calling, from the client certificate of the connection.
@@ -234,6 +237,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let publisher = spawn_tree_head_publisher(
+        state.audit.clone(),
+        state.signer.clone(),
+        state.tree_head_every,
+    );
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
@@ -291,6 +299,11 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("connections still open after 10 s; closing");
+    }
+    publisher.abort();
+    // A last signed head covering everything served, then flush and stop.
+    if let Err(e) = state.audit.publish_tree_head(state.signer.as_ref()) {
+        tracing::error!(error = %e, "cannot publish the final audit tree head");
     }
     state.audit.shutdown();
     Ok(())

@@ -230,7 +230,19 @@ fn route_template(path: &str) -> String {
             action @ ("close" | "lookup" | "prefill"),
         ] => format!("/v1/cases/{{case}}/{action}"),
         ["", "v1", r @ ("cases" | "catalog" | "audit")] => format!("/v1/{r}"),
-        ["", "v1", "audit", v @ ("report" | "anomalies")] => format!("/v1/audit/{v}"),
+        [
+            "",
+            "v1",
+            "audit",
+            v @ ("report" | "anomalies" | "tree-head"),
+        ] => format!("/v1/audit/{v}"),
+        [
+            "",
+            "v1",
+            "audit",
+            "proof",
+            k @ ("inclusion" | "consistency"),
+        ] => format!("/v1/audit/proof/{k}"),
         _ => "/unmatched".to_string(),
     }
 }
@@ -353,13 +365,28 @@ async fn dispatch(
         (Method::GET, ["", "v1", "audit", "anomalies"]) => {
             audit_view(state, &agency, &query, AuditView::Anomalies).await
         }
+        (Method::GET, ["", "v1", "audit", "tree-head"]) => tree_head(state).await,
+        (
+            Method::GET,
+            [
+                "",
+                "v1",
+                "audit",
+                "proof",
+                kind @ ("inclusion" | "consistency"),
+            ],
+        ) => {
+            let kind = kind.to_string();
+            proof(state, &agency, &kind, &query)
+        }
         (
             _,
             ["", "v1", "catalog"]
             | ["", "v1", "cases"]
             | ["", "v1", "cases", _, "close" | "lookup" | "prefill"]
             | ["", "v1", "audit"]
-            | ["", "v1", "audit", "report" | "anomalies"],
+            | ["", "v1", "audit", "report" | "anomalies" | "tree-head"]
+            | ["", "v1", "audit", "proof", "inclusion" | "consistency"],
         ) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -975,6 +1002,92 @@ async fn audit_view(
         AuditView::Anomalies => {
             json!({ "anomalies": crate::audit::report::anomalies(&entries, &crate::audit::report::AnomalyRules::default()) })
         }
+    };
+    Ok(Reply {
+        status: StatusCode::OK,
+        body,
+        sealed: false,
+    })
+}
+
+/// A signed tree head covering every entry so far (published now if the
+/// log grew since the last one), for any agency to keep: every later head
+/// must be consistent with it.
+async fn tree_head(state: &Arc<AppState>) -> Result<Reply, ApiError> {
+    let st = state.clone();
+    let head = blocking(move || st.audit.publish_tree_head(st.signer.as_ref()))
+        .await?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot publish an audit tree head");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "no tree head can be published right now",
+            )
+        })?;
+    Ok(Reply {
+        status: StatusCode::OK,
+        body: json!({ "tree_head": head }),
+        sealed: false,
+    })
+}
+
+fn query_u64(query: &str, name: &str) -> Result<Option<u64>, ApiError> {
+    match query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+    {
+        None => Ok(None),
+        Some((_, v)) => v.parse().map(Some).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                format!("`{name}` is a number"),
+            )
+        }),
+    }
+}
+
+/// Inclusion and consistency proofs, for auditors checking the log against
+/// tree heads they hold.
+fn proof(state: &AppState, agency: &Agency, kind: &str, query: &str) -> Result<Reply, ApiError> {
+    if !agency.auditor {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_auditor",
+            format!("`{}` is not an auditing agency", agency.id),
+        ));
+    }
+    let bad = |e: crate::audit::AuditError| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_proof_request",
+            e.to_string(),
+        )
+    };
+    let hexes = |p: Vec<[u8; 32]>| p.iter().map(hex::encode).collect::<Vec<_>>();
+    let size = state.audit.size();
+    let body = if kind == "inclusion" {
+        let index = query_u64(query, "index")?.ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_query", "`index` is required")
+        })?;
+        let at = query_u64(query, "size")?.unwrap_or(size);
+        let proof = state.audit.inclusion_proof(index, at).map_err(bad)?;
+        let leaf = state.audit.leaf(index).map(hex::encode);
+        json!({ "index": index, "size": at, "leaf_hash": leaf, "root": hex::encode(state.audit.root_at(at).map_err(bad)?), "proof": hexes(proof) })
+    } else {
+        let old = query_u64(query, "old")?.ok_or_else(|| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_query", "`old` is required")
+        })?;
+        let new = query_u64(query, "new")?.unwrap_or(size);
+        let proof = state.audit.consistency_proof(old, new).map_err(bad)?;
+        json!({
+            "old": old, "new": new,
+            "old_root": hex::encode(state.audit.root_at(old).map_err(bad)?),
+            "new_root": hex::encode(state.audit.root_at(new).map_err(bad)?),
+            "proof": hexes(proof),
+        })
     };
     Ok(Reply {
         status: StatusCode::OK,

@@ -8,9 +8,16 @@
 //! - `salts.jsonl`: one random salt per subject, `{"subject":"<hex sha256(key)>","salt":"<hex>"}`.
 //!   Entries carry only `hex(SHA-256(salt || key))`; deleting a subject's salt line erases the
 //!   link between the person and their entries without touching the tree.
+//! - `tree-heads.jsonl`: signed tree heads ([`sth`]), one per line, sizes never shrinking.
+//!
+//! In memory the log keeps every level of the Merkle tree ([`merkle::MerkleTree`]), so roots
+//! at any past size, inclusion proofs and consistency proofs cost O(log n) hashes.
 
 pub mod merkle;
 pub mod report;
+pub mod sth;
+
+pub use sth::{TREE_HEADS_FILE, TreeHead, spawn_tree_head_publisher, verify_tree_head};
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -128,6 +135,12 @@ pub enum AuditError {
     /// The system random number generator failed.
     #[error("system random number generator failed while creating a subject salt")]
     Random,
+    /// A proof or root was asked for outside the log (index ≥ size, size > entries, ...).
+    #[error("cannot answer audit proof request: {0}")]
+    ProofRequest(#[source] merkle::ProofError),
+    /// A signed tree head does not verify.
+    #[error("tree head at size {size} is invalid: {reason}")]
+    InvalidTreeHead { size: u64, reason: String },
 }
 
 /// Where audit entries go. Resolves only once the entry is durable.
@@ -171,24 +184,46 @@ pub struct VerifyReport {
     pub root_hex: String,
     /// Bytes of an unterminated last line (a write in progress or torn by a crash), not counted.
     pub torn_tail_bytes: u64,
+    /// Number of tree heads checked (size, root, consistency with the previous head, and
+    /// signature when a key was given).
+    pub tree_heads: u64,
 }
 
-/// Leaf hashes kept in memory, plus the incremental root.
-#[derive(Default)]
+/// Every level of the tree, plus the root over all of it (refreshed once per batch).
 struct Tree {
-    leaves: Vec<[u8; 32]>,
-    frontier: merkle::Frontier,
+    merkle: merkle::MerkleTree,
+    root: [u8; 32],
 }
 
-impl Tree {
-    fn push(&mut self, leaf: [u8; 32]) {
-        self.leaves.push(leaf);
-        self.frontier.push(leaf);
+impl Default for Tree {
+    fn default() -> Self {
+        Tree {
+            merkle: merkle::MerkleTree::new(),
+            root: merkle::empty_root(),
+        }
     }
 }
 
+impl Tree {
+    /// Appends leaves and recomputes the cached root (O(log n) hashes) once.
+    fn extend(&mut self, leaves: impl IntoIterator<Item = [u8; 32]>) {
+        for leaf in leaves {
+            self.merkle.push(leaf);
+        }
+        self.refresh_root();
+    }
+
+    /// Recomputes the cached root after leaves were pushed to `merkle` directly.
+    fn refresh_root(&mut self) {
+        self.root = self.merkle.root();
+    }
+}
+
+/// One entry on its way to the writer, already serialised and hashed by
+/// the caller, so that the single writer thread only writes and syncs.
 struct Job {
-    entry: AuditEntry,
+    bytes: Vec<u8>,
+    leaf: [u8; 32],
     done: oneshot::Sender<Result<u64, AuditError>>,
 }
 
@@ -201,6 +236,8 @@ pub struct AuditLog {
     writer: Mutex<Option<JoinHandle<()>>>,
     // std Mutex: held across a small append + fsync on a subject's first use, never an `.await`.
     salts: Mutex<SaltStore>,
+    // std Mutex: held across signing and appending a tree head (fsync), never an `.await`.
+    heads: Mutex<sth::HeadStore>,
     /// Holds an exclusive lock on `<dir>/LOCK` so only one process writes the log.
     _lock_file: File,
 }
@@ -220,9 +257,10 @@ impl AuditLog {
         let mut tree = Tree::default();
         if existed {
             let replay = replay(&log_path, u64::MAX, |_, leaf, _| {
-                tree.push(leaf);
+                tree.merkle.push(leaf);
                 true
             })?;
+            tree.refresh_root();
             if replay.torn_tail_bytes > 0 {
                 tracing::warn!(
                     path = %log_path.display(),
@@ -246,6 +284,7 @@ impl AuditLog {
             sync_dir(dir)?;
         }
         let salts = SaltStore::open(&dir.join(SALTS_FILE))?;
+        let heads = sth::HeadStore::open(&dir.join(TREE_HEADS_FILE), &tree.merkle)?;
         let file_len = file
             .metadata()
             .map_err(|source| AuditError::Io {
@@ -255,7 +294,7 @@ impl AuditLog {
             })?
             .len();
 
-        let next_index = tree.leaves.len() as u64;
+        let next_index = tree.merkle.size();
         let tree = Arc::new(Mutex::new(tree));
         let (tx, rx) = mpsc::channel::<Job>();
         let writer = Writer {
@@ -280,6 +319,7 @@ impl AuditLog {
             sender: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
             salts: Mutex::new(salts),
+            heads: Mutex::new(heads),
             _lock_file: lock_file,
         })
     }
@@ -331,20 +371,44 @@ impl AuditLog {
 
     /// Number of durable entries.
     pub fn size(&self) -> u64 {
-        lock(&self.tree).leaves.len() as u64
+        lock(&self.tree).merkle.size()
     }
 
-    /// RFC 6962 root over all durable entries.
+    /// RFC 6962 root over all durable entries (cached; no hashing).
     pub fn root(&self) -> [u8; 32] {
-        lock(&self.tree).frontier.root()
+        lock(&self.tree).root
     }
 
     /// Leaf hash of a durable entry, if it exists.
     pub fn leaf(&self, index: u64) -> Option<[u8; 32]> {
-        let tree = lock(&self.tree);
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| tree.leaves.get(i).copied())
+        lock(&self.tree).merkle.leaf(index)
+    }
+
+    /// RFC 6962 root over the first `size` durable entries; O(log n) hashes.
+    pub fn root_at(&self, size: u64) -> Result<[u8; 32], AuditError> {
+        lock(&self.tree)
+            .merkle
+            .root_at(size)
+            .map_err(AuditError::ProofRequest)
+    }
+
+    /// Inclusion proof (RFC 9162 audit path) of entry `index` in the tree of the first `size`
+    /// entries; check it with [`merkle::verify_inclusion`] against [`AuditLog::root_at`].
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<[u8; 32]>, AuditError> {
+        lock(&self.tree)
+            .merkle
+            .inclusion_proof(index, size)
+            .map_err(AuditError::ProofRequest)
+    }
+
+    /// Consistency proof (RFC 9162) that the tree of the first `old` entries is a prefix of the
+    /// tree of the first `new`; check it with [`merkle::verify_consistency`]. `old` must be at
+    /// least 1 and at most `new`.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<[u8; 32]>, AuditError> {
+        lock(&self.tree)
+            .merkle
+            .consistency_proof(old, new)
+            .map_err(AuditError::ProofRequest)
     }
 
     /// Flushes queued entries and stops the writer; later appends fail with [`AuditError::Closed`].
@@ -371,9 +435,16 @@ impl AuditSink for AuditLog {
         entry: AuditEntry,
     ) -> Pin<Box<dyn Future<Output = Result<u64, AuditError>> + Send + '_>> {
         let (done, rx) = oneshot::channel();
+        // Serialise and hash here, on the caller's thread: the CPU work of a
+        // batch is spread over the callers instead of queued on the writer.
+        let bytes = match serde_json::to_vec(&entry) {
+            Ok(bytes) => bytes,
+            Err(err) => return Box::pin(async move { Err(AuditError::Encode(err)) }),
+        };
+        let leaf = merkle::leaf_hash(&bytes);
         // Enqueue now, not on first poll, so indices follow call order.
         let queued = match lock(&self.sender).as_ref() {
-            Some(sender) => sender.send(Job { entry, done }).is_ok(),
+            Some(sender) => sender.send(Job { bytes, leaf, done }).is_ok(),
             None => false,
         };
         Box::pin(async move {
@@ -432,19 +503,28 @@ pub fn commitment_in_dir(dir: &Path, subject_key: &str) -> Result<Option<String>
     Ok(None)
 }
 
-/// Re-reads a log directory (or a copy of one), verifying every line's index and leaf hash,
-/// and recomputes the root. Never modifies anything.
-pub fn verify_dir(dir: &Path) -> Result<VerifyReport, AuditError> {
+/// Re-reads a log directory (or a copy of one): verifies every line's index and leaf hash and
+/// recomputes the root; then checks every tree head in `tree-heads.jsonl` (size within the log,
+/// root equal to the recomputed root at that size, sizes never shrinking, a consistency proof
+/// from the rebuilt tree verifying between successive heads) and, when `public_key` is given,
+/// each head's signature. An unterminated last line of either file is ignored. Never modifies
+/// anything; safe on a live log (heads are read before entries, and a head only ever covers
+/// entries that were already durable).
+pub fn verify_dir(dir: &Path, public_key: Option<&[u8]>) -> Result<VerifyReport, AuditError> {
+    let heads_path = dir.join(TREE_HEADS_FILE);
+    let heads = sth::read_heads(&heads_path)?;
     let path = dir.join(SEGMENT_FILE);
-    let mut frontier = merkle::Frontier::new();
+    let mut tree = merkle::MerkleTree::new();
     let replay = replay(&path, u64::MAX, |_, leaf, _| {
-        frontier.push(leaf);
+        tree.push(leaf);
         true
     })?;
+    sth::check_heads(&heads_path, &heads.heads, &tree, public_key)?;
     Ok(VerifyReport {
         entries: replay.entries,
-        root_hex: hex::encode(frontier.root()),
+        root_hex: hex::encode(tree.root()),
         torn_tail_bytes: replay.torn_tail_bytes,
+        tree_heads: heads.heads.len() as u64,
     })
 }
 
@@ -488,16 +568,8 @@ impl Writer {
         let mut pending = Vec::with_capacity(batch.len());
         let mut index = self.next_index;
         for job in batch {
-            let bytes = match serde_json::to_vec(&job.entry) {
-                Ok(bytes) => bytes,
-                Err(err) => {
-                    let _ = job.done.send(Err(AuditError::Encode(err)));
-                    continue;
-                }
-            };
-            let leaf = merkle::leaf_hash(&bytes);
-            write_line(buf, index, &leaf, &bytes);
-            pending.push((job.done, index, leaf));
+            write_line(buf, index, &job.leaf, &job.bytes);
+            pending.push((job.done, index, job.leaf));
             index += 1;
         }
         if pending.is_empty() {
@@ -511,12 +583,7 @@ impl Writer {
             Ok(()) => {
                 self.file_len += buf.len() as u64;
                 self.next_index = index;
-                {
-                    let mut tree = lock(&self.tree);
-                    for (_, _, leaf) in &pending {
-                        tree.push(*leaf);
-                    }
-                }
+                lock(&self.tree).extend(pending.iter().map(|(_, _, leaf)| *leaf));
                 for (done, index, _) in pending {
                     let _ = done.send(Ok(index));
                 }
@@ -943,7 +1010,7 @@ mod tests {
         let reopened = AuditLog::open(dir.path()).unwrap();
         assert_eq!(reopened.size(), 64);
         assert_eq!(reopened.root(), root);
-        let report = verify_dir(dir.path()).unwrap();
+        let report = verify_dir(dir.path(), None).unwrap();
         assert_eq!(report.entries, 64);
         assert_eq!(report.root_hex, hex::encode(root));
         assert_eq!(reopened.append(entry(64)).await.unwrap(), 64);
@@ -963,14 +1030,14 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"index\":3,\"leaf\":\"ab").unwrap();
         drop(f);
-        assert_eq!(verify_dir(dir.path()).unwrap().torn_tail_bytes, 21);
+        assert_eq!(verify_dir(dir.path(), None).unwrap().torn_tail_bytes, 21);
 
         let log = AuditLog::open(dir.path()).unwrap();
         assert_eq!(log.size(), 3);
         assert_eq!(log.root(), root);
         assert_eq!(fs::read(&path).unwrap(), good);
         assert_eq!(log.append(entry(3)).await.unwrap(), 3);
-        assert_eq!(verify_dir(dir.path()).unwrap().entries, 4);
+        assert_eq!(verify_dir(dir.path(), None).unwrap().entries, 4);
     }
 
     #[tokio::test]
@@ -997,7 +1064,7 @@ mod tests {
         assert_ne!(edited.join("\n") + "\n", text);
         fs::write(&path, edited.join("\n") + "\n").unwrap();
 
-        let err = verify_dir(dir.path()).unwrap_err();
+        let err = verify_dir(dir.path(), None).unwrap_err();
         assert!(matches!(err, AuditError::Corrupt { line: 3, .. }), "{err}");
         let msg = err.to_string();
         assert!(
@@ -1029,7 +1096,7 @@ mod tests {
             .map(|(_, l)| l)
             .collect();
         fs::write(&path, kept.join("\n") + "\n").unwrap();
-        let err = verify_dir(dir.path()).unwrap_err();
+        let err = verify_dir(dir.path(), None).unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
     }
 
@@ -1062,7 +1129,7 @@ mod tests {
         let log = AuditLog::open(dir.path()).unwrap();
         assert_eq!(log.lookup_commitment("650102199001011234"), None);
         assert_ne!(log.commit_subject("650102199001011234").unwrap(), a);
-        assert_eq!(verify_dir(dir.path()).unwrap().entries, 1);
+        assert_eq!(verify_dir(dir.path(), None).unwrap().entries, 1);
     }
 
     #[tokio::test]
@@ -1139,5 +1206,61 @@ mod tests {
         assert_eq!(v["leaf"], hex::encode(merkle::leaf_hash(&bytes)));
         assert_eq!(v["entry"], serde_json::to_value(entry(1)).unwrap());
         assert_eq!(log.root(), merkle::leaf_hash(&bytes));
+    }
+
+    #[tokio::test]
+    async fn proofs_from_the_log_verify_against_its_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        for i in 0..21 {
+            log.append(entry(i)).await.unwrap();
+        }
+        assert_eq!(log.root_at(21).unwrap(), log.root());
+        assert_eq!(log.root_at(0).unwrap(), merkle::empty_root());
+        for size in 1..=21u64 {
+            let root = log.root_at(size).unwrap();
+            for index in 0..size {
+                let proof = log.inclusion_proof(index, size).unwrap();
+                let leaf = log.leaf(index).unwrap();
+                merkle::verify_inclusion(&leaf, index, size, &proof, &root).unwrap();
+            }
+            for old in 1..=size {
+                let proof = log.consistency_proof(old, size).unwrap();
+                let old_root = log.root_at(old).unwrap();
+                merkle::verify_consistency(old, size, &old_root, &root, &proof).unwrap();
+            }
+        }
+        let err = log.inclusion_proof(21, 21).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AuditError::ProofRequest(merkle::ProofError::IndexOutOfRange {
+                    index: 21,
+                    size: 21
+                })
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "cannot answer audit proof request: leaf index 21 is not below tree size 21"
+        );
+        let err = log.root_at(22).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot answer audit proof request: tree size 22 is beyond the 21 leaves held"
+        );
+        assert!(log.inclusion_proof(0, 22).is_err());
+        assert!(log.consistency_proof(3, 22).is_err());
+        assert!(log.consistency_proof(0, 5).is_err());
+        assert!(log.consistency_proof(6, 5).is_err());
+
+        // The same proofs after a reopen (the tree is rebuilt from the segment).
+        let proof = log.inclusion_proof(7, 13).unwrap();
+        let root = log.root_at(13).unwrap();
+        drop(log);
+        let log = AuditLog::open(dir.path()).unwrap();
+        assert_eq!(log.inclusion_proof(7, 13).unwrap(), proof);
+        assert_eq!(log.root_at(13).unwrap(), root);
     }
 }

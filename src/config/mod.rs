@@ -137,6 +137,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// How long one request may take end to end, in seconds.
     pub request_timeout_secs: u64,
+    /// How often a signed tree head of the audit log is published, in seconds.
+    pub tree_head_interval_secs: u64,
 }
 
 impl Default for Settings {
@@ -148,6 +150,7 @@ impl Default for Settings {
             listen: default_listen(),
             max_body_bytes: default_max_body_bytes(),
             request_timeout_secs: default_request_timeout_secs(),
+            tree_head_interval_secs: default_tree_head_interval_secs(),
         }
     }
 }
@@ -166,6 +169,11 @@ pub fn default_max_body_bytes() -> usize {
 /// 30 seconds.
 pub fn default_request_timeout_secs() -> u64 {
     30
+}
+
+/// 10 seconds: an auditor's view of the log is never more than this stale.
+pub fn default_tree_head_interval_secs() -> u64 {
+    10
 }
 
 impl Settings {

@@ -362,8 +362,14 @@ pub fn verify(public_key: &[u8], doc: &Value) -> Result<(), SealError> {
         .map_err(SealError::BadBase64)?;
     let mut msg = Vec::with_capacity(256);
     write_canonical(doc, Some(SEAL_KEY), &mut msg);
+    verify_signature(public_key, &msg, &signature)
+}
+
+/// Verifies a raw Ed25519 signature over `msg` (the primitive under [`verify`] and the audit
+/// log's signed tree heads).
+pub fn verify_signature(public_key: &[u8], msg: &[u8], signature: &[u8]) -> Result<(), SealError> {
     UnparsedPublicKey::new(&ED25519, public_key)
-        .verify(&msg, &signature)
+        .verify(msg, signature)
         .map_err(|_| SealError::BadSignature)
 }
 
@@ -561,6 +567,19 @@ mod tests {
         let err = verify(&other.public_key(), &d).unwrap_err();
         assert!(matches!(err, SealError::KeyIdMismatch { .. }), "{err}");
         assert!(err.to_string().contains(signer.key_id()));
+    }
+
+    #[test]
+    fn raw_signatures_verify_only_for_the_signed_bytes() {
+        let (_dir, signer) = signer();
+        let sig = signer.sign(b"message");
+        verify_signature(&signer.public_key(), b"message", &sig).unwrap();
+        assert!(matches!(
+            verify_signature(&signer.public_key(), b"messagE", &sig),
+            Err(SealError::BadSignature)
+        ));
+        assert!(verify_signature(&[0u8; 32], b"message", &sig).is_err());
+        assert!(verify_signature(&signer.public_key(), b"message", &sig[..63]).is_err());
     }
 
     #[test]

@@ -137,8 +137,8 @@ async fn every_received_response_survives_kill_9() {
         }
 
         // The log verifies after every crash, and holds every receipt.
-        let report =
-            audit::verify_dir(&p.settings.audit_dir()).expect("the log verifies after kill -9");
+        let report = audit::verify_dir(&p.settings.audit_dir(), None)
+            .expect("the log verifies after kill -9");
         let entries =
             audit::scan_dir(&p.settings.audit_dir(), &AuditFilter::default()).expect("scan");
         assert_eq!(entries.len() as u64, report.entries);

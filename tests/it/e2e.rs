@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use sharebroker::api::{self, AppState, client};
-use sharebroker::audit::AuditLog;
+use sharebroker::audit::{self, AuditLog};
 use sharebroker::pki::{self, PkiPaths};
 use sharebroker::pull;
 use sharebroker::seal;
@@ -236,6 +236,7 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
     );
 
     // Pre-fill: shared materials carry values, the rest is listed.
+    let lookup_entry = r.1["meta"]["audit_entry"].as_u64().expect("entry");
     let r = post(&b, "xj-mzt", "/v1/cases/MZ-T-1/prefill", json!({})).await;
     answered += 1;
     assert_eq!(r.0, 200, "{}", r.1);
@@ -485,6 +486,69 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
         !text.contains(&id1),
         "the audit log keeps commitments, not ID numbers"
     );
+    // A signed tree head for anyone; an inclusion proof of the lookup's entry
+    // for the auditor, checked here against the head, from the entry itself.
+    let r = call(&b, &b.pki, "xj-gjj", "GET", "/v1/audit/tree-head", None)
+        .await
+        .expect("tree head");
+    assert_eq!(r.0, 200, "{}", r.1);
+    let head: audit::TreeHead =
+        serde_json::from_value(r.1["tree_head"].clone()).expect("tree head");
+    audit::verify_tree_head(&b.signer_public, &head).expect("the head is signed by the broker");
+    assert!(head.size > lookup_entry);
+    let r = call(
+        &b,
+        &b.pki,
+        "xj-sjj",
+        "GET",
+        "/v1/audit?case_id=MZ-T-1",
+        None,
+    )
+    .await
+    .expect("entries");
+    let stored = r.1["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["index"] == lookup_entry)
+        .expect("the lookup's entry");
+    let stored: audit::AuditEntry = serde_json::from_value(stored["entry"].clone()).expect("entry");
+    let leaf = audit::merkle::leaf_hash(&serde_json::to_vec(&stored).expect("bytes"));
+    let r = call(
+        &b,
+        &b.pki,
+        "xj-sjj",
+        "GET",
+        &format!(
+            "/v1/audit/proof/inclusion?index={lookup_entry}&size={}",
+            head.size
+        ),
+        None,
+    )
+    .await
+    .expect("proof");
+    assert_eq!(r.0, 200, "{}", r.1);
+    let proof: Vec<Vec<u8>> = r.1["proof"]
+        .as_array()
+        .expect("proof")
+        .iter()
+        .map(|h| hex::decode(h.as_str().expect("hex")).expect("hex"))
+        .collect();
+    let root = head.root_bytes().expect("root");
+    audit::merkle::verify_inclusion(&leaf, lookup_entry, head.size, &proof, &root)
+        .expect("the lookup's entry is in the signed tree");
+    let r = call(
+        &b,
+        &b.pki,
+        "xj-mzt",
+        "GET",
+        "/v1/audit/proof/inclusion?index=0",
+        None,
+    )
+    .await
+    .expect("proof");
+    assert_refused(&r, 403, "not_auditor");
+
     // The applicant-facing report and the anomalies, through the API.
     let r = call(
         &b,
