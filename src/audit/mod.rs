@@ -37,6 +37,53 @@ use crate::journal::{self, Appender};
 
 /// File name of the (for now single) log segment.
 pub const SEGMENT_FILE: &str = "log-000001.jsonl";
+/// How large a segment grows before the writer starts the next one (64 MiB).
+pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 64 << 20;
+
+/// The file name of segment `n` (from 1).
+pub fn segment_name(n: u64) -> String {
+    format!("log-{n:06}.jsonl")
+}
+
+/// The segment files of a log directory, in order. Numbering must run
+/// without a gap from 1: a missing segment is damage, never skipped.
+fn segments(dir: &Path) -> Result<Vec<PathBuf>, AuditError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(AuditError::Io {
+                action: "list audit directory",
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut numbers: Vec<u64> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_prefix("log-")?
+                .strip_suffix(".jsonl")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    numbers.sort_unstable();
+    for (i, n) in numbers.iter().enumerate() {
+        if *n != i as u64 + 1 {
+            return Err(AuditError::Corrupt {
+                path: dir.join(segment_name(i as u64 + 1)),
+                line: 0,
+                reason: "segment missing: the log's segments must run without a gap".into(),
+            });
+        }
+    }
+    Ok(numbers
+        .into_iter()
+        .map(|n| dir.join(segment_name(n)))
+        .collect())
+}
 /// File name of the subject salt store.
 pub const SALTS_FILE: &str = "salts.jsonl";
 
@@ -229,7 +276,7 @@ struct Job {
 
 /// The file-backed audit log; implements [`AuditSink`].
 pub struct AuditLog {
-    log_path: PathBuf,
+    dir: PathBuf,
     // std Mutex: held only for in-memory pushes and reads, never across an `.await`.
     tree: Arc<Mutex<Tree>>,
     sender: Mutex<Option<mpsc::Sender<Job>>>,
@@ -246,30 +293,37 @@ impl AuditLog {
     /// Opens (creating if needed) the log in `dir`, replays and verifies every line,
     /// truncates a torn last line, and starts the writer thread.
     pub fn open(dir: &Path) -> Result<AuditLog, AuditError> {
+        AuditLog::open_with(dir, DEFAULT_SEGMENT_MAX_BYTES)
+    }
+
+    /// [`AuditLog::open`] with the size at which the writer starts a new
+    /// segment file.
+    pub fn open_with(dir: &Path, segment_max_bytes: u64) -> Result<AuditLog, AuditError> {
         fs::create_dir_all(dir).map_err(|source| AuditError::Io {
             action: "create audit directory",
             path: dir.to_path_buf(),
             source,
         })?;
         let lock_file = take_dir_lock(dir)?;
-        let log_path = dir.join(SEGMENT_FILE);
-        let existed = log_path.exists();
         let mut tree = Tree::default();
-        if existed {
-            let replay = replay(&log_path, u64::MAX, |_, leaf, _| {
-                tree.merkle.push(leaf);
-                true
-            })?;
-            tree.refresh_root();
-            if replay.torn_tail_bytes > 0 {
-                tracing::warn!(
-                    path = %log_path.display(),
-                    torn_bytes = replay.torn_tail_bytes,
-                    kept_entries = replay.entries,
-                    "truncating torn last line of audit log"
-                );
-                truncate(&log_path, replay.good_len)?;
-            }
+        let replayed = replay_dir(dir, u64::MAX, |_, leaf, _| {
+            tree.merkle.push(leaf);
+            true
+        })?;
+        tree.refresh_root();
+        let segment = segments(dir)?.len().max(1) as u64;
+        let log_path = dir.join(segment_name(segment));
+        let existed = log_path.exists();
+        if let Some((path, r)) = &replayed.last
+            && r.torn_tail_bytes > 0
+        {
+            tracing::warn!(
+                path = %path.display(),
+                torn_bytes = r.torn_tail_bytes,
+                kept_entries = replayed.entries,
+                "truncating torn last line of audit log"
+            );
+            truncate(path, r.good_len)?;
         }
         let file = OpenOptions::new()
             .create(true)
@@ -301,6 +355,9 @@ impl AuditLog {
             file,
             file_len,
             path: log_path.clone(),
+            dir: dir.to_path_buf(),
+            segment,
+            segment_max_bytes: segment_max_bytes.max(1),
             next_index,
             tree: Arc::clone(&tree),
             failed: None,
@@ -314,7 +371,7 @@ impl AuditLog {
                 source,
             })?;
         Ok(AuditLog {
-            log_path,
+            dir: dir.to_path_buf(),
             tree,
             sender: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
@@ -360,7 +417,7 @@ impl AuditLog {
         if limit == 0 || size == 0 {
             return Ok(out);
         }
-        replay(&self.log_path, size, |index, _, entry| {
+        replay_dir(&self.dir, size, |index, _, entry| {
             if matches(filter, &entry) {
                 out.push((index, entry));
             }
@@ -418,7 +475,7 @@ impl AuditLog {
         if let Some(handle) = lock(&self.writer).take()
             && handle.join().is_err()
         {
-            tracing::error!(path = %self.log_path.display(), "audit writer thread panicked");
+            tracing::error!(dir = %self.dir.display(), "audit writer thread panicked");
         }
     }
 }
@@ -465,7 +522,7 @@ pub fn scan_dir(dir: &Path, filter: &AuditFilter) -> Result<Vec<(u64, AuditEntry
     if limit == 0 {
         return Ok(out);
     }
-    replay(&dir.join(SEGMENT_FILE), u64::MAX, |index, _, entry| {
+    replay_dir(dir, u64::MAX, |index, _, entry| {
         if matches(filter, &entry) {
             out.push((index, entry));
         }
@@ -513,26 +570,29 @@ pub fn commitment_in_dir(dir: &Path, subject_key: &str) -> Result<Option<String>
 pub fn verify_dir(dir: &Path, public_key: Option<&[u8]>) -> Result<VerifyReport, AuditError> {
     let heads_path = dir.join(TREE_HEADS_FILE);
     let heads = sth::read_heads(&heads_path)?;
-    let path = dir.join(SEGMENT_FILE);
     let mut tree = merkle::MerkleTree::new();
-    let replay = replay(&path, u64::MAX, |_, leaf, _| {
+    let replayed = replay_dir(dir, u64::MAX, |_, leaf, _| {
         tree.push(leaf);
         true
     })?;
     sth::check_heads(&heads_path, &heads.heads, &tree, public_key)?;
     Ok(VerifyReport {
-        entries: replay.entries,
+        entries: replayed.entries,
         root_hex: hex::encode(tree.root()),
-        torn_tail_bytes: replay.torn_tail_bytes,
+        torn_tail_bytes: replayed.last.map_or(0, |(_, r)| r.torn_tail_bytes),
         tree_heads: heads.heads.len() as u64,
     })
 }
 
-/// The single thread that writes and syncs the segment.
+/// The single thread that writes and syncs the current segment, and starts
+/// the next one when it is full.
 struct Writer {
     file: File,
     file_len: u64,
     path: PathBuf,
+    dir: PathBuf,
+    segment: u64,
+    segment_max_bytes: u64,
     next_index: u64,
     tree: Arc<Mutex<Tree>>,
     failed: Option<String>,
@@ -546,11 +606,38 @@ impl Writer {
             let mut batch = vec![first];
             batch.extend(rx.try_iter());
             self.write_batch(batch, &mut buf);
+            if self.failed.is_none() && self.file_len >= self.segment_max_bytes {
+                self.next_segment();
+            }
         }
         if self.failed.is_none()
             && let Err(err) = self.file.sync_data()
         {
             tracing::error!(path = %self.path.display(), %err, "final audit log sync failed");
+        }
+    }
+
+    /// Start the next segment file. Batches never span segments, so every
+    /// segment but the last ends on a complete line. A failure refuses all
+    /// further appends, as a failed write does.
+    fn next_segment(&mut self) {
+        let next = self.dir.join(segment_name(self.segment + 1));
+        let opened = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&next)
+            .and_then(|f| File::open(&self.dir).and_then(|d| d.sync_all()).map(|()| f));
+        match opened {
+            Ok(file) => {
+                self.file = file;
+                self.path = next;
+                self.file_len = 0;
+                self.segment += 1;
+            }
+            Err(err) => {
+                tracing::error!(path = %next.display(), %err, "cannot start the next audit segment; refusing further appends");
+                self.failed = Some(format!("cannot start segment {}: {err}", next.display()));
+            }
         }
     }
 
@@ -658,6 +745,7 @@ struct Replay {
 /// `visit` returns false to stop early. An unterminated last line is reported, not visited.
 fn replay(
     path: &Path,
+    first_index: u64,
     max_entries: u64,
     mut visit: impl FnMut(u64, [u8; 32], AuditEntry) -> bool,
 ) -> Result<Replay, AuditError> {
@@ -696,10 +784,10 @@ fn replay(
             reason,
         };
         let (index, leaf, entry_bytes) = split_line(&line[..n - 1]).map_err(corrupt)?;
-        if index != replay.entries {
+        if index != first_index + replay.entries {
             return Err(corrupt(format!(
                 "index {index} where {} was expected",
-                replay.entries
+                first_index + replay.entries
             )));
         }
         if merkle::leaf_hash(entry_bytes) != leaf {
@@ -716,6 +804,58 @@ fn replay(
         }
     }
     Ok(replay)
+}
+
+/// What [`replay_dir`] found: entries over all segments, and the last
+/// segment read with its own replay (for torn-tail repair).
+struct DirReplay {
+    entries: u64,
+    last: Option<(PathBuf, Replay)>,
+}
+
+/// Replays every segment of `dir` in order, indices continuing across
+/// segments, up to `max_entries`. An unterminated line is allowed only at
+/// the end of the last segment: earlier segments were complete when the
+/// writer moved on.
+fn replay_dir(
+    dir: &Path,
+    max_entries: u64,
+    mut visit: impl FnMut(u64, [u8; 32], AuditEntry) -> bool,
+) -> Result<DirReplay, AuditError> {
+    let segs = segments(dir)?;
+    let mut out = DirReplay {
+        entries: 0,
+        last: None,
+    };
+    for (i, path) in segs.iter().enumerate() {
+        if out.entries >= max_entries {
+            break;
+        }
+        let mut stopped = false;
+        let r = replay(
+            path,
+            out.entries,
+            max_entries - out.entries,
+            |index, leaf, entry| {
+                let go = visit(index, leaf, entry);
+                stopped = !go;
+                go
+            },
+        )?;
+        if r.torn_tail_bytes > 0 && i + 1 < segs.len() {
+            return Err(AuditError::Corrupt {
+                path: path.clone(),
+                line: r.entries + 1,
+                reason: "unterminated line inside a segment that is not the last".into(),
+            });
+        }
+        out.entries += r.entries;
+        out.last = Some((path.clone(), r));
+        if stopped {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 fn matches(filter: &AuditFilter, entry: &AuditEntry) -> bool {
@@ -1014,6 +1154,54 @@ mod tests {
         assert_eq!(report.entries, 64);
         assert_eq!(report.root_hex, hex::encode(root));
         assert_eq!(reopened.append(entry(64)).await.unwrap(), 64);
+    }
+
+    #[tokio::test]
+    async fn segments_rotate_and_replay_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open_with(dir.path(), 3_000).unwrap();
+        for i in 0..40 {
+            assert_eq!(log.append(entry(i)).await.unwrap(), i);
+        }
+        let (root, proof) = (log.root(), log.inclusion_proof(5, 40).unwrap());
+        drop(log);
+        let segs = segments(dir.path()).unwrap();
+        assert!(segs.len() > 3, "{} segments", segs.len());
+        assert!(
+            segs.iter()
+                .all(|p| fs::metadata(p).unwrap().len() < 3_000 + 2_000)
+        );
+        // Reopen continues the indices and the tree, in the last segment.
+        let log = AuditLog::open_with(dir.path(), 3_000).unwrap();
+        assert_eq!((log.size(), log.root()), (40, root));
+        assert_eq!(log.inclusion_proof(5, 40).unwrap(), proof);
+        assert_eq!(log.append(entry(40)).await.unwrap(), 40);
+        let all = log.query(&AuditFilter::default()).unwrap();
+        assert_eq!(
+            all.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            (0..41).collect::<Vec<_>>()
+        );
+        drop(log);
+        let report = verify_dir(dir.path(), None).unwrap();
+        assert_eq!(report.entries, 41);
+        assert_eq!(
+            scan_dir(dir.path(), &AuditFilter::default()).unwrap().len(),
+            41
+        );
+        // A torn line inside an earlier segment is damage, not a crash tail.
+        let first = dir.path().join(segment_name(1));
+        let mut f = OpenOptions::new().append(true).open(&first).unwrap();
+        f.write_all(b"{\"index\":9").unwrap();
+        drop(f);
+        let err = verify_dir(dir.path(), None).unwrap_err().to_string();
+        assert!(err.contains("not the last"), "{err}");
+        // A missing segment is damage too.
+        fs::remove_file(dir.path().join(segment_name(2))).unwrap();
+        let err = AuditLog::open(dir.path())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("segment missing"), "{err}");
     }
 
     #[tokio::test]
