@@ -461,9 +461,18 @@ fn verify_section(
         cpu,
         lat,
     };
-    let file_mib = std::fs::metadata(dir.path().join(audit::SEGMENT_FILE))
-        .map(|m| m.len() as f64 / (1 << 20) as f64)
-        .unwrap_or(0.0);
+    // Every segment of the log (the writer starts a new one every 64 MiB).
+    let file_mib = std::fs::read_dir(dir.path())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("log-"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len() as f64)
+                .sum::<f64>()
+        })
+        .unwrap_or(0.0)
+        / (1 << 20) as f64;
 
     let rss0 = status_mib("VmRSS:");
     let t = Instant::now();

@@ -98,4 +98,33 @@ fn main() {
         let (old, old_root, proof) = &consistency[(i as usize) % consistency.len()];
         merkle::verify_consistency(*old, size, old_root, &root, proof).expect("proof verifies");
     });
+    let sizes = |lens: Vec<usize>| {
+        let mean = lens.iter().sum::<usize>() as f64 / lens.len().max(1) as f64;
+        let max = lens.iter().copied().max().unwrap_or(0);
+        format!(
+            "mean {mean:.1} hashes ({:.0} bytes), max {max} hashes ({} bytes)",
+            mean * 32.0,
+            max * 32
+        )
+    };
+    println!(
+        "inclusion proof size at {size} entries: {}",
+        sizes(inclusion.iter().map(|(_, p)| p.len()).collect())
+    );
+    println!(
+        "consistency proof size to {size} entries: {}",
+        sizes(consistency.iter().map(|(_, _, p)| p.len()).collect())
+    );
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    println!(
+        "memory of the tree (peak RSS): {}",
+        rss.trim_start_matches("VmHWM:").trim()
+    );
 }
