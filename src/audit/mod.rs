@@ -25,7 +25,7 @@ use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, mpsc};
 use std::thread::JoinHandle;
 
 use ring::digest::{Context, SHA256, digest};
@@ -269,7 +269,8 @@ impl Tree {
 /// One entry on its way to the writer, already serialised and hashed by
 /// the caller, so that the single writer thread only writes and syncs.
 struct Job {
-    bytes: Vec<u8>,
+    /// The stored line after its index: `,"leaf":"…","entry":{…}}` and newline.
+    tail: Vec<u8>,
     leaf: [u8; 32],
     done: oneshot::Sender<Result<u64, AuditError>>,
 }
@@ -279,7 +280,8 @@ pub struct AuditLog {
     dir: PathBuf,
     // std Mutex: held only for in-memory pushes and reads, never across an `.await`.
     tree: Arc<Mutex<Tree>>,
-    sender: Mutex<Option<mpsc::Sender<Job>>>,
+    // RwLock: every append only reads it (senders are shared); shutdown takes it.
+    sender: RwLock<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     // std Mutex: held across a small append + fsync on a subject's first use, never an `.await`.
     salts: Mutex<SaltStore>,
@@ -373,7 +375,7 @@ impl AuditLog {
         Ok(AuditLog {
             dir: dir.to_path_buf(),
             tree,
-            sender: Mutex::new(Some(tx)),
+            sender: RwLock::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
             salts: Mutex::new(salts),
             heads: Mutex::new(heads),
@@ -471,7 +473,12 @@ impl AuditLog {
     /// Flushes queued entries and stops the writer; later appends fail with [`AuditError::Closed`].
     /// Blocks until the writer has finished.
     pub fn shutdown(&self) {
-        drop(lock(&self.sender).take());
+        drop(
+            self.sender
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
         if let Some(handle) = lock(&self.writer).take()
             && handle.join().is_err()
         {
@@ -499,9 +506,15 @@ impl AuditSink for AuditLog {
             Err(err) => return Box::pin(async move { Err(AuditError::Encode(err)) }),
         };
         let leaf = merkle::leaf_hash(&bytes);
+        let tail = line_tail(&leaf, &bytes);
         // Enqueue now, not on first poll, so indices follow call order.
-        let queued = match lock(&self.sender).as_ref() {
-            Some(sender) => sender.send(Job { bytes, leaf, done }).is_ok(),
+        let queued = match self
+            .sender
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            Some(sender) => sender.send(Job { tail, leaf, done }).is_ok(),
             None => false,
         };
         Box::pin(async move {
@@ -655,7 +668,10 @@ impl Writer {
         let mut pending = Vec::with_capacity(batch.len());
         let mut index = self.next_index;
         for job in batch {
-            write_line(buf, index, &job.leaf, &job.bytes);
+            buf.extend_from_slice(b"{\"index\":");
+            // Writing a number into a Vec cannot fail.
+            let _ = write!(buf, "{index}");
+            buf.extend_from_slice(&job.tail);
             pending.push((job.done, index, job.leaf));
             index += 1;
         }
@@ -697,14 +713,16 @@ impl Writer {
     }
 }
 
-fn write_line(buf: &mut Vec<u8>, index: u64, leaf: &[u8; 32], entry: &[u8]) {
-    buf.extend_from_slice(b"{\"index\":");
-    buf.extend_from_slice(index.to_string().as_bytes());
-    buf.extend_from_slice(b",\"leaf\":\"");
-    buf.extend_from_slice(hex::encode(leaf).as_bytes());
-    buf.extend_from_slice(b"\",\"entry\":");
-    buf.extend_from_slice(entry);
-    buf.extend_from_slice(b"}\n");
+/// Everything of a stored line after `{"index":N`, built by the caller:
+/// `,"leaf":"<hex>","entry":<entry>}` and a newline.
+fn line_tail(leaf: &[u8; 32], entry: &[u8]) -> Vec<u8> {
+    let mut tail = Vec::with_capacity(entry.len() + 86);
+    tail.extend_from_slice(b",\"leaf\":\"");
+    tail.extend_from_slice(hex::encode(leaf).as_bytes());
+    tail.extend_from_slice(b"\",\"entry\":");
+    tail.extend_from_slice(entry);
+    tail.extend_from_slice(b"}\n");
+    tail
 }
 
 /// Splits one stored line (without its newline) into index, stored leaf and entry bytes.
