@@ -149,6 +149,17 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Erase a subject's salt so that no entry can be linked to them any more
+    /// (the tree and its proofs stay intact). Needs the broker stopped.
+    Erase {
+        /// Log directory (default: <data-dir>/audit).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        id_number: Option<String>,
+        #[arg(long)]
+        credit_code: Option<String>,
+    },
     /// Write the matching entries to a Parquet file.
     Export {
         #[command(flatten)]
@@ -280,6 +291,28 @@ fn audit_command(s: &Settings, command: &AuditCommand) -> anyhow::Result<()> {
                         a.entries
                     );
                 }
+            }
+        }
+        AuditCommand::Erase {
+            dir,
+            id_number,
+            credit_code,
+        } => {
+            let (kind, raw) = match (id_number, credit_code) {
+                (Some(id), None) => (SubjectKind::Person, id),
+                (None, Some(code)) => (SubjectKind::Organisation, code),
+                _ => bail!("name the subject by --id-number or --credit-code"),
+            };
+            let key = subject_key(kind, raw)
+                .map_err(|_| anyhow::anyhow!("{}", identifier_problem(kind, raw)))?;
+            let dir = dir.clone().unwrap_or_else(|| s.audit_dir());
+            let log = audit::AuditLog::open(&dir).with_context(
+                || "the audit log must not be open elsewhere: stop the broker first",
+            )?;
+            if log.erase_subject(&key)? {
+                println!("erased: entries about this subject can no longer be linked to them");
+            } else {
+                println!("no entry names this subject: nothing to erase");
             }
         }
         AuditCommand::Export { filter, out } => {
