@@ -63,6 +63,12 @@ enum Command {
     Serve {
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: std::net::SocketAddr,
+        /// How often a signed audit tree head is published.
+        #[arg(long, default_value_t = sharebroker::config::default_tree_head_interval_secs())]
+        tree_head_interval_secs: u64,
+        /// Size at which the audit log starts a new segment file.
+        #[arg(long, default_value_t = sharebroker::audit::DEFAULT_SEGMENT_MAX_BYTES)]
+        audit_segment_max_bytes: u64,
     },
     /// Generate data if absent, pull, and serve, printing commands to try.
     Demo {
@@ -230,8 +236,18 @@ impl AuditFilterArgs {
             decision: self.decision.clone(),
             officer: self.officer.clone(),
             service_item: self.service_item.clone(),
-            since: self.since.clone(),
-            until: self.until.clone(),
+            since: self
+                .since
+                .as_deref()
+                .map(audit::time_bound)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+            until: self
+                .until
+                .as_deref()
+                .map(audit::time_bound)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
             limit: self.limit,
         })
     }
@@ -350,9 +366,15 @@ fn main() -> anyhow::Result<()> {
         Command::Pki {
             command: PkiCommand::Init { force },
         } => pki_init(&s, *force),
-        Command::Serve { listen } => rt.block_on(serve(
+        Command::Serve {
+            listen,
+            tree_head_interval_secs,
+            audit_segment_max_bytes,
+        } => rt.block_on(serve(
             Settings {
                 listen: *listen,
+                tree_head_interval_secs: *tree_head_interval_secs,
+                audit_segment_max_bytes: *audit_segment_max_bytes,
                 ..s
             },
             None,

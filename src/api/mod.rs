@@ -85,7 +85,10 @@ impl AppState {
             policy,
             cases: CaseBook::open(&s.cases_file())?,
             tables,
-            audit: Arc::new(AuditLog::open(&s.audit_dir())?),
+            audit: Arc::new(AuditLog::open_with(
+                &s.audit_dir(),
+                s.audit_segment_max_bytes,
+            )?),
             signer: Arc::new(signer),
             max_body_bytes: s.max_body_bytes,
             request_timeout: Duration::from_secs(s.request_timeout_secs),

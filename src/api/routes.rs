@@ -904,8 +904,15 @@ fn audit_filter(state: &AppState, query: &str) -> Result<AuditFilter, ApiError> 
             "service_item" => filter.service_item = Some(v),
             "case_id" => filter.case_id = Some(v),
             "decision" => filter.decision = Some(v),
-            "since" => filter.since = Some(v),
-            "until" => filter.until = Some(v),
+            "since" | "until" => {
+                let bound = crate::audit::time_bound(&v)
+                    .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", m))?;
+                if k == "since" {
+                    filter.since = Some(bound);
+                } else {
+                    filter.until = Some(bound);
+                }
+            }
             "limit" => {
                 filter.limit = Some(v.parse().map_err(|_| {
                     ApiError::new(StatusCode::BAD_REQUEST, "bad_query", "`limit` is a number")
@@ -974,9 +981,13 @@ async fn audit_view(
             "a report is about one subject: give `id_number` or `credit_code`",
         ));
     }
-    if matches!(view, AuditView::Entries) {
-        filter.limit = Some(filter.limit.unwrap_or(1000).min(10_000));
-    }
+    // Bounded scans: entries page at 10,000; a report or an anomaly pass
+    // reads at most 200,000 entries (narrow it with since/until).
+    let cap = match view {
+        AuditView::Entries => filter.limit.unwrap_or(1000).min(10_000),
+        AuditView::Report | AuditView::Anomalies => filter.limit.unwrap_or(200_000).min(200_000),
+    };
+    filter.limit = Some(cap);
     let st = state.clone();
     let entries = blocking(move || st.audit.query(&filter))
         .await?
@@ -988,7 +999,8 @@ async fn audit_view(
                 "the audit log cannot be read right now",
             )
         })?;
-    let body = match view {
+    let truncated = entries.len() >= cap;
+    let mut body = match view {
         AuditView::Entries => {
             let entries: Vec<Value> = entries
                 .into_iter()
@@ -1003,6 +1015,7 @@ async fn audit_view(
             json!({ "anomalies": crate::audit::report::anomalies(&entries, &crate::audit::report::AnomalyRules::default()) })
         }
     };
+    body["truncated"] = json!(truncated);
     Ok(Reply {
         status: StatusCode::OK,
         body,
@@ -1010,24 +1023,30 @@ async fn audit_view(
     })
 }
 
-/// A signed tree head covering every entry so far (published now if the
-/// log grew since the last one), for any agency to keep: every later head
-/// must be consistent with it.
+/// The latest signed tree head, for any agency to keep: every later head
+/// must be consistent with it. The publisher signs one every
+/// `tree_head_every`; a request publishes only when none exists yet, so
+/// callers cannot make the broker sign and fsync per request.
 async fn tree_head(state: &Arc<AppState>) -> Result<Reply, ApiError> {
-    let st = state.clone();
-    let head = blocking(move || st.audit.publish_tree_head(st.signer.as_ref()))
-        .await?
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot publish an audit tree head");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "no tree head can be published right now",
-            )
-        })?;
+    let head = match state.audit.latest_tree_head() {
+        Some(head) => head,
+        None => {
+            let st = state.clone();
+            blocking(move || st.audit.publish_tree_head(st.signer.as_ref()))
+                .await?
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot publish an audit tree head");
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "no tree head can be published right now",
+                    )
+                })?
+        }
+    };
     Ok(Reply {
         status: StatusCode::OK,
-        body: json!({ "tree_head": head }),
+        body: json!({ "tree_head": head, "published_every_secs": state.tree_head_every.as_secs() }),
         sealed: false,
     })
 }

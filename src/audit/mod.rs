@@ -222,6 +222,24 @@ pub struct AuditFilter {
     pub limit: Option<usize>,
 }
 
+/// A `since` / `until` bound as entries store times: RFC 3339 with any
+/// offset becomes UTC (`2026-11-27T08:00:00+08:00` → `2026-11-27T00:00:00.000000Z`);
+/// a bare date (`2026-11-27`, a UTC day) is kept. Anything else is an error.
+pub fn time_bound(raw: &str) -> Result<String, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Ok(t
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string());
+    }
+    if chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").is_ok() {
+        return Ok(raw.to_string());
+    }
+    Err(format!(
+        "`{raw}` is neither an RFC 3339 time nor a date like 2026-11-27"
+    ))
+}
+
 /// Result of [`verify_dir`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -764,6 +782,7 @@ struct Replay {
 fn replay(
     path: &Path,
     first_index: u64,
+    last_segment: bool,
     max_entries: u64,
     mut visit: impl FnMut(u64, [u8; 32], AuditEntry) -> bool,
 ) -> Result<Replay, AuditError> {
@@ -793,6 +812,17 @@ fn replay(
         }
         if line.last() != Some(&b'\n') {
             replay.torn_tail_bytes = n as u64;
+            break;
+        }
+        // After a power loss a file system may expose the unwritten blocks of
+        // the last, never-acknowledged batch as zeros: in the last segment a
+        // line with NUL bytes starts the torn tail (nothing valid has NULs).
+        if last_segment && line.contains(&0) {
+            let file_len = fs::metadata(path)
+                .map(|m| m.len())
+                .unwrap_or(replay.good_len + n as u64);
+            replay.torn_tail_bytes = file_len - replay.good_len;
+            tracing::warn!(path = %path.display(), entries = replay.entries, "zero-filled tail in the last audit segment (power loss?)");
             break;
         }
         let line_no = replay.entries + 1;
@@ -850,9 +880,11 @@ fn replay_dir(
             break;
         }
         let mut stopped = false;
+        let last_segment = i + 1 == segs.len();
         let r = replay(
             path,
             out.entries,
+            last_segment,
             max_entries - out.entries,
             |index, leaf, entry| {
                 let go = visit(index, leaf, entry);
@@ -1172,6 +1204,40 @@ mod tests {
         assert_eq!(report.entries, 64);
         assert_eq!(report.root_hex, hex::encode(root));
         assert_eq!(reopened.append(entry(64)).await.unwrap(), 64);
+    }
+
+    #[test]
+    fn time_bounds_compare_as_stored() {
+        assert_eq!(
+            time_bound("2026-11-27T08:00:00+08:00").unwrap(),
+            "2026-11-27T00:00:00.000000Z"
+        );
+        assert_eq!(time_bound("2026-11-27").unwrap(), "2026-11-27");
+        assert!(time_bound("yesterday").is_err());
+        assert!(
+            "2026-11-26T23:59:59.000000Z"
+                < time_bound("2026-11-27T08:00:00+08:00").unwrap().as_str()
+        );
+    }
+
+    #[tokio::test]
+    async fn zero_filled_tail_of_the_last_segment_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        for i in 0..3 {
+            log.append(entry(i)).await.unwrap();
+        }
+        drop(log);
+        let path = dir.path().join(SEGMENT_FILE);
+        let good = fs::read(&path).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[0u8; 700]).unwrap();
+        f.write_all(b"\n").unwrap();
+        drop(f);
+        let log = AuditLog::open(dir.path()).unwrap();
+        assert_eq!(log.size(), 3);
+        assert_eq!(fs::read(&path).unwrap(), good);
+        assert_eq!(log.append(entry(3)).await.unwrap(), 3);
     }
 
     #[tokio::test]

@@ -194,7 +194,19 @@ type Officer = (String, Option<String>);
 /// Flag access patterns an auditor should look at.
 pub fn anomalies(entries: &[(u64, AuditEntry)], rules: &AnomalyRules) -> Vec<Anomaly> {
     let mut out = Vec::new();
-    let who = |e: &AuditEntry| (e.agency.clone(), e.officer.clone());
+    // Calls naming no officer are grouped by client certificate, never
+    // lumped into one pseudo-officer per agency.
+    let who = |e: &AuditEntry| {
+        (
+            e.agency.clone(),
+            e.officer.clone().or_else(|| {
+                Some(format!(
+                    "(certificate {})",
+                    e.certificate.split(':').next().unwrap_or("")
+                ))
+            }),
+        )
+    };
     for (i, e) in entries {
         if (e.route.ends_with("/lookup") || e.route.ends_with("/prefill"))
             && let Some(code) = e.code.as_deref().filter(|c| OUTSIDE_CASE_CODES.contains(c))
@@ -226,51 +238,63 @@ pub fn anomalies(entries: &[(u64, AuditEntry)], rules: &AnomalyRules) -> Vec<Ano
             }
         }
     }
-    // Volume per officer and local day.
-    let mut per_day: BTreeMap<(Officer, String), Vec<u64>> = BTreeMap::new();
+    // Records served per officer and local day (rows, not requests: one
+    // export of 10,000 rows weighs 10,000).
+    let mut per_day: BTreeMap<(Officer, String), (u64, Vec<u64>)> = BTreeMap::new();
     for (i, e) in entries.iter().filter(|(_, e)| served_data(e)) {
         let day = local_time(e).map_or_else(
             || e.time.chars().take(10).collect(),
             |t| t.format("%Y-%m-%d").to_string(),
         );
-        per_day.entry((who(e), day)).or_default().push(*i);
+        let slot = per_day.entry((who(e), day)).or_default();
+        slot.0 += e.rows_out;
+        slot.1.push(*i);
     }
-    let mut counts: Vec<usize> = per_day.values().map(Vec::len).collect();
+    let mut counts: Vec<u64> = per_day.values().map(|(rows, _)| *rows).collect();
     counts.sort_unstable();
     let median = counts.get(counts.len() / 2).copied().unwrap_or(0);
-    let limit = rules
-        .volume_min
-        .max((rules.volume_factor * median as f64) as usize);
-    for (((agency, officer), day), ids) in per_day {
-        if ids.len() > limit {
+    let limit = (rules.volume_min as u64).max((rules.volume_factor * median as f64) as u64);
+    for (((agency, officer), day), (rows, ids)) in per_day {
+        if rows > limit {
             out.push(Anomaly {
                 kind: AnomalyKind::UnusualVolume,
                 agency,
                 officer,
-                detail: format!(
-                    "{} records served on {day}; the usual officer-day is {median} (limit {limit})",
-                    ids.len()
-                ),
+                detail: format!("{rows} records served on {day}; the usual officer-day is {median} (limit {limit})"),
                 entries: ids,
             });
         }
     }
-    // Bursts of denials per officer.
+    // Bursts of refusals per officer, in time order (entries are numbered
+    // when they are appended, which can differ from when requests began).
+    // A refusal for want of a case is a 404 `error`, so codes count too.
+    let refused = |e: &AuditEntry| {
+        e.decision == "deny"
+            || e.code
+                .as_deref()
+                .is_some_and(|c| OUTSIDE_CASE_CODES.contains(&c))
+    };
     let mut denials: HashMap<Officer, Vec<(DateTime<FixedOffset>, u64)>> = HashMap::new();
-    for (i, e) in entries.iter().filter(|(_, e)| e.decision == "deny") {
+    for (i, e) in entries.iter().filter(|(_, e)| refused(e)) {
         if let Some(t) = local_time(e) {
             denials.entry(who(e)).or_default().push((t, *i));
         }
     }
     let mut bursts: Vec<Anomaly> = Vec::new();
-    for ((agency, officer), list) in denials {
+    for ((agency, officer), mut list) in denials {
+        list.sort_unstable();
         let mut start = 0;
         let mut reported_until = 0;
         for end in 0..list.len() {
-            while list[end].0 - list[start].0 > rules.denial_window {
+            // A burst already reported is not counted again.
+            if end < reported_until {
+                continue;
+            }
+            start = start.max(reported_until);
+            while start < end && list[end].0 - list[start].0 > rules.denial_window {
                 start += 1;
             }
-            if end + 1 - start >= rules.denial_threshold && end >= reported_until {
+            if end + 1 - start >= rules.denial_threshold {
                 // Extend to the end of this burst, report it once.
                 let mut last = end;
                 while last + 1 < list.len()
@@ -533,6 +557,45 @@ mod tests {
             "{text}"
         );
         assert!(render_report(&[]).contains("没有记录"));
+    }
+
+    #[test]
+    fn bursts_are_reported_once_in_time_order() {
+        // Appended out of time order; a long stream is one burst, not several.
+        let mut entries: Vec<(u64, AuditEntry)> = (0..12u64)
+            .map(|k| {
+                (
+                    k,
+                    entry(
+                        &format!("2026-11-26T04:{:02}:00.000000Z", (11 - k) * 2),
+                        "prober",
+                        "deny",
+                        Some("fields_denied"),
+                    ),
+                )
+            })
+            .collect();
+        // A refusal for want of a case is logged as an error (404): it counts.
+        entries.push((
+            12,
+            AuditEntry {
+                decision: "error".into(),
+                ..entry(
+                    "2026-11-26T04:30:00.000000Z",
+                    "prober",
+                    "error",
+                    Some("case_not_found"),
+                )
+            },
+        ));
+        let found = anomalies(&entries, &AnomalyRules::default());
+        let bursts: Vec<_> = found
+            .iter()
+            .filter(|a| a.kind == AnomalyKind::RepeatedDenials)
+            .collect();
+        assert_eq!(bursts.len(), 1, "{bursts:?}");
+        assert_eq!(bursts[0].entries.len(), 13);
+        assert_eq!(bursts[0].entries[0], 11, "earliest first");
     }
 
     #[test]

@@ -139,6 +139,8 @@ pub struct Settings {
     pub request_timeout_secs: u64,
     /// How often a signed tree head of the audit log is published, in seconds.
     pub tree_head_interval_secs: u64,
+    /// Size at which the audit log starts a new segment file, in bytes.
+    pub audit_segment_max_bytes: u64,
 }
 
 impl Default for Settings {
@@ -151,6 +153,7 @@ impl Default for Settings {
             max_body_bytes: default_max_body_bytes(),
             request_timeout_secs: default_request_timeout_secs(),
             tree_head_interval_secs: default_tree_head_interval_secs(),
+            audit_segment_max_bytes: crate::audit::DEFAULT_SEGMENT_MAX_BYTES,
         }
     }
 }

@@ -10,11 +10,12 @@ use serde_json::{Value, json};
 
 use sharebroker::api::{self, AppState, client};
 use sharebroker::audit::{self, AuditLog};
+use sharebroker::config::Settings;
 use sharebroker::pki::{self, PkiPaths};
 use sharebroker::pull;
 use sharebroker::seal;
 
-use crate::fixture::{Prepared, prepare};
+use crate::fixture::{Prepared, prepare, receipt};
 
 struct Broker {
     addr: std::net::SocketAddr,
@@ -58,6 +59,10 @@ async fn start() -> Broker {
         "{unknown:?}"
     );
 
+    let settings = Settings {
+        tree_head_interval_secs: 1,
+        ..settings
+    };
     let state = Arc::new(AppState::open(&settings).await.expect("state"));
     let audit = state.audit.clone();
     let signer_public = state.signer.public_key();
@@ -236,7 +241,8 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
     );
 
     // Pre-fill: shared materials carry values, the rest is listed.
-    let lookup_entry = r.1["meta"]["audit_entry"].as_u64().expect("entry");
+    let lookup_receipt = receipt(&r.1);
+    let lookup_entry = lookup_receipt.index;
     let r = post(&b, "xj-mzt", "/v1/cases/MZ-T-1/prefill", json!({})).await;
     answered += 1;
     assert_eq!(r.0, 200, "{}", r.1);
@@ -488,14 +494,26 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
     );
     // A signed tree head for anyone; an inclusion proof of the lookup's entry
     // for the auditor, checked here against the head, from the entry itself.
-    let r = call(&b, &b.pki, "xj-gjj", "GET", "/v1/audit/tree-head", None)
-        .await
-        .expect("tree head");
-    assert_eq!(r.0, 200, "{}", r.1);
-    let head: audit::TreeHead =
-        serde_json::from_value(r.1["tree_head"].clone()).expect("tree head");
+    // The publisher signs a head every second here; wait for one that
+    // covers the lookup (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let head = loop {
+        let r = call(&b, &b.pki, "xj-gjj", "GET", "/v1/audit/tree-head", None)
+            .await
+            .expect("tree head");
+        assert_eq!(r.0, 200, "{}", r.1);
+        let head: audit::TreeHead =
+            serde_json::from_value(r.1["tree_head"].clone()).expect("tree head");
+        if head.size > lookup_entry {
+            break head;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no tree head covers entry {lookup_entry}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     audit::verify_tree_head(&b.signer_public, &head).expect("the head is signed by the broker");
-    assert!(head.size > lookup_entry);
     let r = call(
         &b,
         &b.pki,
@@ -513,6 +531,11 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
         .find(|e| e["index"] == lookup_entry)
         .expect("the lookup's entry");
     let stored: audit::AuditEntry = serde_json::from_value(stored["entry"].clone()).expect("entry");
+    assert_eq!(
+        stored.response_sha256.as_deref(),
+        Some(lookup_receipt.sha256.as_str()),
+        "the proven entry is the lookup the client received"
+    );
     let leaf = audit::merkle::leaf_hash(&serde_json::to_vec(&stored).expect("bytes"));
     let r = call(
         &b,
@@ -534,6 +557,11 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
         .iter()
         .map(|h| hex::decode(h.as_str().expect("hex")).expect("hex"))
         .collect();
+    assert_eq!(
+        r.1["leaf_hash"],
+        hex::encode(leaf),
+        "the leaf the auditor computed is the stored one"
+    );
     let root = head.root_bytes().expect("root");
     audit::merkle::verify_inclusion(&leaf, lookup_entry, head.size, &proof, &root)
         .expect("the lookup's entry is in the signed tree");

@@ -8,6 +8,7 @@ use sharebroker::config::Settings;
 use sharebroker::datagen::{GenOptions, generate};
 use sharebroker::pki;
 use sharebroker::pull;
+use sharebroker::seal;
 
 pub fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
@@ -61,5 +62,34 @@ pub fn prepare() -> Prepared {
         dir,
         settings,
         applicants,
+    }
+}
+
+/// What a client can prove it received: the audit entry its response
+/// named, and the digest the broker audited — the response body without
+/// its seal and its entry number, canonical JSON, SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub index: u64,
+    pub sha256: String,
+}
+
+pub fn receipt(body: &serde_json::Value) -> Receipt {
+    let mut v = body.clone();
+    let obj = v.as_object_mut().expect("object");
+    obj.remove("seal");
+    let index = match obj
+        .get_mut("meta")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        Some(meta) => meta.remove("audit_entry"),
+        None => obj.remove("audit_entry"),
+    }
+    .and_then(|i| i.as_u64())
+    .expect("every answered request names its audit entry");
+    let digest = ring::digest::digest(&ring::digest::SHA256, &seal::canonical_json(&v));
+    Receipt {
+        index,
+        sha256: hex::encode(digest.as_ref()),
     }
 }
