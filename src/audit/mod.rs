@@ -37,6 +37,8 @@ use crate::journal::{self, Appender};
 
 /// File name of the (for now single) log segment.
 pub const SEGMENT_FILE: &str = "log-000001.jsonl";
+/// Appends waiting for the writer at most; beyond, appends fail fast.
+pub const MAX_QUEUED_APPENDS: usize = 65_536;
 /// How large a segment grows before the writer starts the next one (64 MiB).
 pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 64 << 20;
 
@@ -173,6 +175,9 @@ pub enum AuditError {
     /// Another process (or another `AuditLog`) has the directory open.
     #[error("audit directory {dir} is already open in another process or handle")]
     Locked { dir: PathBuf },
+    /// More appends are waiting than the writer's queue holds.
+    #[error("audit log overloaded: {MAX_QUEUED_APPENDS} appends already waiting")]
+    Overloaded,
     /// The log was shut down or its writer stopped.
     #[error("audit log writer is stopped (shut down); appends are refused")]
     Closed,
@@ -299,7 +304,7 @@ pub struct AuditLog {
     // std Mutex: held only for in-memory pushes and reads, never across an `.await`.
     tree: Arc<Mutex<Tree>>,
     // RwLock: every append only reads it (senders are shared); shutdown takes it.
-    sender: RwLock<Option<mpsc::Sender<Job>>>,
+    sender: RwLock<Option<mpsc::SyncSender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     // std Mutex: held across a small append + fsync on a subject's first use, never an `.await`.
     salts: Mutex<SaltStore>,
@@ -370,7 +375,7 @@ impl AuditLog {
 
         let next_index = tree.merkle.size();
         let tree = Arc::new(Mutex::new(tree));
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::sync_channel::<Job>(MAX_QUEUED_APPENDS);
         let writer = Writer {
             file,
             file_len,
@@ -526,19 +531,23 @@ impl AuditSink for AuditLog {
         let leaf = merkle::leaf_hash(&bytes);
         let tail = line_tail(&leaf, &bytes);
         // Enqueue now, not on first poll, so indices follow call order.
+        // A full queue sheds load (the caller answers 503) instead of
+        // growing without bound or blocking an async worker.
         let queued = match self
             .sender
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
         {
-            Some(sender) => sender.send(Job { tail, leaf, done }).is_ok(),
-            None => false,
+            Some(sender) => match sender.try_send(Job { tail, leaf, done }) {
+                Ok(()) => Ok(()),
+                Err(mpsc::TrySendError::Full(_)) => Err(AuditError::Overloaded),
+                Err(mpsc::TrySendError::Disconnected(_)) => Err(AuditError::Closed),
+            },
+            None => Err(AuditError::Closed),
         };
         Box::pin(async move {
-            if !queued {
-                return Err(AuditError::Closed);
-            }
+            queued?;
             rx.await.unwrap_or(Err(AuditError::Closed))
         })
     }
