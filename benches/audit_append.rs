@@ -30,6 +30,9 @@
 //!   cargo bench --bench audit_append
 //!   SECONDS=10 VERIFY_ENTRIES=200000 cargo bench --bench audit_append
 
+mod common;
+use common::*;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -44,13 +47,6 @@ use sharebroker::audit::{self, AuditEntry, AuditLog, AuditSink, merkle};
 const WRITERS: [usize; 3] = [1, 8, 64];
 /// Distinct entries cycled through by every writer (cloned per append).
 const POOL: usize = 4096;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn sha_hex(tag: &str, i: u64) -> String {
     hex::encode(digest(&SHA256, format!("{tag}-{i}").as_bytes()).as_ref())
@@ -157,34 +153,6 @@ fn write_line(buf: &mut Vec<u8>, index: u64, entry: &AuditEntry) {
     buf.extend_from_slice(b"\",\"entry\":");
     buf.extend_from_slice(&bytes);
     buf.extend_from_slice(b"}\n");
-}
-
-fn cpu_seconds() -> f64 {
-    // utime + stime of this process, from /proc (Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&k| fields.get(k).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
-    ticks / 100.0
-}
-
-/// A `/proc/self/status` line in MiB (VmRSS, VmHWM).
-fn status_mib(key: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 /// (mount point, fs type, source) of the mount holding `path`, from mountinfo.

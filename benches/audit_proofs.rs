@@ -8,17 +8,13 @@
 //! Figures are per call, single thread; the machine's other core is shared with whatever
 //! else runs, so repeat a run before trusting a small difference.
 
+mod common;
+use common::*;
+
 use std::hint::black_box;
 use std::time::Instant;
 
 use sharebroker::audit::merkle::{self, MerkleTree};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A cheap deterministic stream of indices in 0..n (splitmix64).
 fn spread(n: u64, i: u64) -> u64 {
@@ -38,8 +34,8 @@ fn per_call(label: &str, rounds: u64, mut f: impl FnMut(u64)) {
 }
 
 fn main() {
-    let leaves = env_or("LEAVES", 10_000_000).max(2);
-    let rounds = env_or("ROUNDS", 10_000);
+    let leaves: u64 = env_or("LEAVES", 10_000_000u64).max(2);
+    let rounds: u64 = env_or("ROUNDS", 10_000u64);
     let start = Instant::now();
     let mut tree = MerkleTree::new();
     for i in 0..leaves {

@@ -16,6 +16,9 @@
 //! in-process broker, so req/s understates the broker; CPU time per request
 //! is reported for the whole process.
 
+mod common;
+use common::*;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,49 +32,11 @@ use sharebroker::datagen::{GenOptions, generate};
 use sharebroker::pki::{self, PkiPaths};
 use sharebroker::pull;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn cpu_seconds() -> f64 {
-    // utime + stime of this process, from /proc (Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 fn applicants(sources: &Path) -> Vec<String> {
@@ -119,7 +84,7 @@ async fn main() {
                 println!(
                     "gen {persons} persons: {gen_time:.2?}; pull {rows} source rows → {} golden records: {pull_time:.2?}; peak RSS so far {:.0} MiB",
                     report.subjects.iter().map(|(_, n, _)| n).sum::<usize>(),
-                    peak_rss_mib()
+                    status_mib("VmHWM:")
                 );
                 let catalog = Catalog::load(&s.policies_dir).expect("catalogue");
                 let names: Vec<String> = catalog
@@ -230,5 +195,5 @@ async fn main() {
             " (broker and client together)"
         },
     );
-    println!("peak RSS {:.0} MiB", peak_rss_mib());
+    println!("peak RSS {:.0} MiB", status_mib("VmHWM:"));
 }
