@@ -111,16 +111,8 @@ fn main() {
         "consistency proof size to {size} entries: {}",
         sizes(consistency.iter().map(|(_, _, p)| p.len()).collect())
     );
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
     println!(
-        "memory of the tree (peak RSS): {}",
-        rss.trim_start_matches("VmHWM:").trim()
+        "memory of the tree (peak RSS): {:.0} MiB",
+        status_mib("VmHWM:")
     );
 }
