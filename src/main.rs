@@ -596,10 +596,17 @@ Applicant: {name1} ({id1}). Civil affairs (xj-mzt) handles a marriage registrati
 #    another agency using this case
 {gjj} {url}/v1/cases/{case}/lookup {post} '{{"subject":{{"id_number":"{id1}"}},"dataset":"population"}}'
 
-# 6. The auditor's view: every access to this applicant's data
+# 6. The auditor's view: every access to this applicant's data, the applicant-facing report, a signed tree head
 {sjj} '{url}/v1/audit?id_number={id1}'
+{sjj} '{url}/v1/audit/report?id_number={id1}'
+{sjj} '{url}/v1/audit/tree-head'
+#    and offline, on the log itself:
+cargo run --release -q -- --data-dir {data} audit report --id-number {id1}
+cargo run --release -q -- --data-dir {data} audit verify --key {seal_pub}
 "#,
         gjj = tls("xj-gjj"),
+        data = s.data_dir.display(),
+        seal_pub = s.seal_key_file().with_extension("pub").display(),
         sjj = tls("xj-sjj"),
     ))
 }
