@@ -29,6 +29,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub withheld: Vec<(String, String)>,
+    /// A policy or case refusal (audited as `deny`), not a failure.
+    pub refusal: bool,
 }
 
 impl ApiError {
@@ -38,16 +40,21 @@ impl ApiError {
             code,
             message: message.into(),
             withheld: Vec::new(),
+            refusal: status == StatusCode::FORBIDDEN,
         }
     }
 }
 
-/// The one place where policy refusals become HTTP statuses.
+/// The one place where policy refusals become HTTP statuses. Whatever the
+/// status, a refusal is audited as a `deny`.
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
         let status = match r.code {
-            "case_not_found" | "unknown_dataset" => StatusCode::NOT_FOUND,
-            "unknown_field" => StatusCode::UNPROCESSABLE_ENTITY,
+            "case_not_found" => StatusCode::NOT_FOUND,
+            "unknown_dataset" | "unknown_field" | "wrong_subject_kind" | "subject_required" => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            "unknown_service_item" => StatusCode::CONFLICT,
             _ => StatusCode::FORBIDDEN,
         };
         ApiError {
@@ -55,6 +62,7 @@ impl From<Refusal> for ApiError {
             code: r.code,
             message: r.reason,
             withheld: r.withheld,
+            refusal: true,
         }
     }
 }
@@ -139,11 +147,16 @@ pub async fn handle(
         }
         _ => {}
     }
-    let officer = req
+    // The header may carry a Chinese name: UTF-8, not only visible ASCII.
+    let officer_header = req
         .headers()
         .get("x-officer")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .map(|v| String::from_utf8(v.as_bytes().to_vec()));
+    let bad_officer = matches!(officer_header, Some(Err(_)));
+    let officer = officer_header
+        .and_then(Result::ok)
+        .map(|o| o.trim().to_string())
+        .filter(|o| !o.is_empty());
     let mut entry = AuditEntry {
         time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         agency: caller
@@ -157,28 +170,22 @@ pub async fn handle(
         route: route_template(&path),
         ..AuditEntry::default()
     };
-    let timeout = state.request_timeout;
-    let result =
-        match tokio::time::timeout(timeout, dispatch(&state, &caller, req, &mut entry)).await {
-            Ok(r) => r,
-            Err(_) => Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                "the request took too long",
-            )),
-        };
+    let result = if bad_officer {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_header",
+            "`x-officer` is not UTF-8",
+        ))
+    } else {
+        dispatch(&state, &caller, req, &mut entry).await
+    };
     let (status, mut body, sealed) = match result {
         Ok(r) => {
             entry.decision = "allow".into();
             (r.status, r.body, r.sealed)
         }
         Err(e) => {
-            entry.decision = if e.status == StatusCode::FORBIDDEN {
-                "deny"
-            } else {
-                "error"
-            }
-            .into();
+            entry.decision = if e.refusal { "deny" } else { "error" }.into();
             entry.code = Some(e.code.to_string());
             entry.reason = Some(e.message.clone());
             // Nothing was released, whatever a route had noted before failing.
@@ -247,13 +254,39 @@ fn route_template(path: &str) -> String {
     }
 }
 
+/// A case number as clients send it, in a path or a body: 1–64 ASCII
+/// letters, digits, `-` or `_` (anything else never reaches the audit log).
+fn valid_case_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "a case id is 1–64 ASCII letters, digits, `-` or `_`",
+        ));
+    }
+    Ok(())
+}
+
+/// Read a JSON body of at most `limit` bytes within `timeout`.
 async fn read_json<T: for<'de> Deserialize<'de>>(
     req: Request<Incoming>,
     limit: usize,
+    timeout: std::time::Duration,
 ) -> Result<T, ApiError> {
-    let body = Limited::new(req.into_body(), limit)
-        .collect()
+    let body = tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect())
         .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request body took too long to arrive",
+            )
+        })?
         .map_err(|e| {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
@@ -326,7 +359,7 @@ async fn dispatch(
     match (req.method().clone(), parts.as_slice()) {
         (Method::GET, ["", "v1", "catalog"]) => Ok(catalog(state)),
         (Method::POST, ["", "v1", "cases"]) => {
-            let body: OpenCase = read_json(req, limit).await?;
+            let body: OpenCase = read_json(req, limit, state.request_timeout).await?;
             open_case(state, &agency, body, entry).await
         }
         (Method::GET, ["", "v1", "cases"]) => Ok(Reply {
@@ -335,6 +368,7 @@ async fn dispatch(
             sealed: false,
         }),
         (Method::POST, ["", "v1", "cases", id, "close"]) => {
+            valid_case_id(id)?;
             entry.case_id = Some(id.to_string());
             let (st, agency_id, id) = (state.clone(), agency.id.clone(), id.to_string());
             let case = blocking(move || st.cases.close_case(&agency_id, &id, Utc::now())).await??;
@@ -347,13 +381,17 @@ async fn dispatch(
             })
         }
         (Method::POST, ["", "v1", "cases", id, "lookup"]) => {
+            valid_case_id(id)?;
+            entry.case_id = Some(id.to_string());
             let id = id.to_string();
-            let body: Lookup = read_json(req, limit).await?;
+            let body: Lookup = read_json(req, limit, state.request_timeout).await?;
             lookup(state, &agency, &id, body, entry).await
         }
         (Method::POST, ["", "v1", "cases", id, "prefill"]) => {
+            valid_case_id(id)?;
+            entry.case_id = Some(id.to_string());
             let id = id.to_string();
-            let body: Prefill = read_json(req, limit).await?;
+            let body: Prefill = read_json(req, limit, state.request_timeout).await?;
             prefill(state, &agency, &id, body, entry).await
         }
         (Method::GET, ["", "v1", "audit"]) => {
@@ -479,21 +517,8 @@ async fn open_case(
     body: OpenCase,
     entry: &mut AuditEntry,
 ) -> Result<Reply, ApiError> {
+    valid_case_id(&body.case_id)?;
     entry.case_id = Some(body.case_id.clone());
-    entry.service_item = Some(body.service_item.clone());
-    if body.case_id.is_empty()
-        || body.case_id.len() > 64
-        || !body
-            .case_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            "`case_id` is 1–64 ASCII letters, digits, `-` or `_`",
-        ));
-    }
     if body.officer.trim().is_empty() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -505,9 +530,13 @@ async fn open_case(
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown_service_item",
-            format!("there is no service item `{}`", body.service_item),
+            format!(
+                "there is no service item {}",
+                crate::policy::shown(&body.service_item)
+            ),
         )
     })?;
+    entry.service_item = Some(item.code.clone());
     if item.agency != agency.id {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -638,11 +667,17 @@ fn field_json(
         (None, _) => Value::Null,
     };
     let cell = |suffix: &str| LoadedTable::cell(batch, row, &format!("{qualified}{suffix}"));
+    // A source record id can be the masked value itself (a register keyed
+    // by credit code), so masked fields do not name their record.
+    let record = match access {
+        Access::Clear => cell(SUFFIX_RECORD),
+        Access::Masked(_) => None,
+    };
     json!({
         "value": shown,
         "access": match access { Access::Clear => "clear", Access::Masked(_) => "masked" },
         "source": cell(SUFFIX_SOURCE),
-        "record": cell(SUFFIX_RECORD),
+        "record": record,
         "as_of": cell(SUFFIX_AS_OF),
     })
 }
@@ -654,9 +689,10 @@ async fn lookup(
     body: Lookup,
     entry: &mut AuditEntry,
 ) -> Result<Reply, ApiError> {
-    entry.case_id = Some(case_id.to_string());
-    entry.dataset = Some(body.dataset.clone());
     entry.policy_version = Some(state.policy.version.clone());
+    if state.catalog.dataset(&body.dataset).is_some() {
+        entry.dataset = Some(body.dataset.clone());
+    }
     let subject = body.subject.resolve()?;
     if let Some(case) = state.cases.get(&agency.id, case_id) {
         entry.service_item = Some(case.service_item.clone());
@@ -669,7 +705,7 @@ async fn lookup(
         &state.cases,
         agency,
         case_id,
-        &subject.key,
+        &subject,
         &body.dataset,
         body.fields.as_deref(),
         body.purpose.as_deref(),
@@ -692,18 +728,6 @@ async fn lookup(
         .catalog
         .dataset(authorized.dataset())
         .expect("authorized datasets exist");
-    if dataset.subject != subject.kind {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "wrong_subject_kind",
-            format!(
-                "dataset `{}` is about a {}, not a {}",
-                dataset.id,
-                dataset.subject.as_str(),
-                subject.kind.as_str()
-            ),
-        ));
-    }
     let table = table(state, dataset.subject)?;
     entry.dataset_version = Some(table.manifest.version);
     entry.fields_withheld = authorized
@@ -726,7 +750,10 @@ async fn lookup(
     for (name, access, rule) in authorized.granted() {
         let qualified = format!("{}.{name}", dataset.id);
         fields.insert(name.clone(), field_json(batch, row, &qualified, *access));
-        record_served(entry, &qualified, *access);
+        // Only values that were there count as released.
+        if LoadedTable::cell(batch, row, &qualified).is_some() {
+            record_served(entry, &qualified, *access);
+        }
         rules.insert(rule.clone());
     }
     entry.rule = Some(rules.into_iter().collect::<Vec<_>>().join("; "));
@@ -767,7 +794,6 @@ async fn prefill(
     body: Prefill,
     entry: &mut AuditEntry,
 ) -> Result<Reply, ApiError> {
-    entry.case_id = Some(case_id.to_string());
     entry.policy_version = Some(state.policy.version.clone());
     let subject = body.subject.as_ref().map(SubjectRef::resolve).transpose()?;
     let named = subject.as_ref().map(|s| s.key.clone());
@@ -837,7 +863,7 @@ async fn prefill(
         materials.push(json!({ "name": name, "status": status, "fields": fields, "missing": withheld_json(&missing) }));
     }
     entry.rule = Some(rules.into_iter().collect::<Vec<_>>().join("; "));
-    entry.rows_out = u64::from(row.is_some());
+    entry.rows_out = u64::from(!entry.fields_clear.is_empty() || !entry.fields_masked.is_empty());
     let item = state.catalog.item(&case.service_item);
     let versions: serde_json::Map<String, Value> = state
         .tables

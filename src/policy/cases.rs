@@ -53,8 +53,10 @@ impl Case {
         self.closed_at.is_none() && now < self.expires_at
     }
 
-    pub fn has_applicant(&self, key: &str) -> bool {
-        self.applicants.iter().any(|a| a.key == key)
+    /// Whether `subject` (kind and identifier) is an applicant: an ID
+    /// number given as a credit code is a different subject.
+    pub fn has_applicant(&self, subject: &Applicant) -> bool {
+        self.applicants.iter().any(|a| a == subject)
     }
 }
 

@@ -148,6 +148,26 @@ struct RawApplication {
     valid_until: Spanned<toml::value::Datetime>,
 }
 
+/// Client text quoted in a refusal, which is returned and audited: only
+/// when it looks like a catalogue name (letters, digits, `_.:-`, at least
+/// one letter, no long run of digits), never an identifier pasted by mistake.
+pub fn shown(text: &str) -> String {
+    let name_like = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+        && text.bytes().any(|b| b.is_ascii_alphabetic())
+        && text
+            .split(|c: char| !c.is_ascii_digit())
+            .all(|run| run.len() < 15);
+    if name_like {
+        format!("`{text}`")
+    } else {
+        "(a name not shown)".to_string()
+    }
+}
+
 fn purpose_known(catalog: &Catalog, purpose: &str) -> bool {
     match purpose.strip_prefix("purpose:") {
         Some(cat) => catalog.items.iter().any(|i| i.purpose_category == cat),
@@ -611,7 +631,7 @@ pub fn check_case(
     cases: &CaseBook,
     agency: &Agency,
     case_id: &str,
-    subject_key: Option<&str>,
+    subject: Option<&Applicant>,
     purpose: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Case, Refusal> {
@@ -645,13 +665,14 @@ pub fn check_case(
         return Err(Refusal::new(
             "purpose_mismatch",
             format!(
-                "the stated purpose `{p}` is not the service item of case `{case_id}` (`{}`)",
+                "the stated purpose {} is not the service item of case `{case_id}` (`{}`)",
+                shown(p),
                 case.service_item
             ),
         ));
     }
-    if let Some(key) = subject_key
-        && !case.has_applicant(key)
+    if let Some(subject) = subject
+        && !case.has_applicant(subject)
     {
         return Err(Refusal::new(
             "subject_not_in_case",
@@ -670,20 +691,30 @@ pub fn authorize_lookup(
     cases: &CaseBook,
     agency: &Agency,
     case_id: &str,
-    subject_key: &str,
+    subject: &Applicant,
     dataset: &str,
     fields: Option<&[String]>,
     purpose: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Authorized, Refusal> {
-    let case = check_case(cases, agency, case_id, Some(subject_key), purpose, now)?;
+    let case = check_case(cases, agency, case_id, Some(subject), purpose, now)?;
     let role = case.role.as_str();
     let ds = catalog.dataset(dataset).ok_or_else(|| {
         Refusal::new(
             "unknown_dataset",
-            format!("there is no dataset `{dataset}` in the catalogue"),
+            format!("there is no dataset {} in the catalogue", shown(dataset)),
         )
     })?;
+    if ds.subject != subject.kind {
+        return Err(Refusal::new(
+            "wrong_subject_kind",
+            format!(
+                "dataset `{dataset}` is about a {}, not a {}",
+                ds.subject.as_str(),
+                subject.kind.as_str()
+            ),
+        ));
+    }
     let plan = policy
         .plan(role, &case.service_item, dataset)
         .ok_or_else(|| {
@@ -698,7 +729,7 @@ pub fn authorize_lookup(
                 if ds.field(f).is_none() {
                     return Err(Refusal::new(
                         "unknown_field",
-                        format!("dataset `{dataset}` has no field `{f}`"),
+                        format!("dataset `{dataset}` has no field {}", shown(f)),
                     ));
                 }
             }
@@ -787,7 +818,7 @@ pub fn authorize_prefill(
             ));
         }
     };
-    if !case.has_applicant(&subject.key) {
+    if !case.has_applicant(&subject) {
         return Err(Refusal::new(
             "subject_not_in_case",
             format!("the subject is not an applicant of case `{case_id}`"),
@@ -944,6 +975,16 @@ mod tests {
         dir
     }
 
+    #[test]
+    fn client_text_is_quoted_only_when_it_is_name_like() {
+        assert_eq!(shown("population"), "`population`");
+        assert_eq!(shown("XJ-MZ-0201"), "`XJ-MZ-0201`");
+        assert_eq!(shown("650102198506150010"), "(a name not shown)");
+        assert_eq!(shown("x650102198506150010"), "(a name not shown)");
+        assert_eq!(shown(&"a".repeat(65)), "(a name not shown)");
+        assert_eq!(shown("张三"), "(a name not shown)");
+    }
+
     #[tokio::test]
     async fn a_masked_deny_also_denies_clear() {
         let dir = with_rules(
@@ -1010,11 +1051,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let book = CaseBook::open(&dir.path().join("cases.jsonl")).expect("cases");
         let now = Utc::now();
-        let key = "650102198506150010";
-        let applicants = vec![cases::Applicant {
+        let person = |k: &str| Applicant {
             kind: SubjectKind::Person,
-            key: key.into(),
-        }];
+            key: k.into(),
+        };
+        let subject = person("650102198506150010");
+        let key = &subject;
+        let applicants = vec![subject.clone()];
         book.open_case(
             "MZ-1",
             "xj-mzt",
@@ -1085,7 +1128,7 @@ mod tests {
                 &book,
                 mzt,
                 "MZ-1",
-                "11010519491231002X",
+                &person("11010519491231002X"),
                 "population",
                 None,
                 None,
@@ -1123,6 +1166,26 @@ mod tests {
                 now
             )),
             Some("fields_denied")
+        );
+        // The same digits named as a credit code are another subject.
+        let as_org = Applicant {
+            kind: SubjectKind::Organisation,
+            key: subject.key.clone(),
+        };
+        assert_eq!(
+            code(authorize_lookup(
+                &p,
+                &c,
+                &book,
+                mzt,
+                "MZ-1",
+                &as_org,
+                "population",
+                None,
+                None,
+                now
+            )),
+            Some("subject_not_in_case")
         );
         book.close_case("xj-mzt", "MZ-1", now).expect("close");
         assert_eq!(

@@ -317,6 +317,30 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
     answered += 1;
     assert_refused(&r, 403, "purpose_mismatch");
 
+    // The same digits named as a credit code are another subject: a case
+    // about "organisation <digits>" opens no door to the person.
+    let r = post(&b, "xj-mzt", "/v1/cases", json!({ "case_id": "MZ-T-ORG", "service_item": "XJ-MZ-0201", "officer": "o", "applicants": [{ "credit_code": id2 }] })).await;
+    answered += 1;
+    assert_eq!(r.0, 201, "{}", r.1);
+    let r = post(
+        &b,
+        "xj-mzt",
+        "/v1/cases/MZ-T-ORG/lookup",
+        lookup(&id2, json!({})),
+    )
+    .await;
+    answered += 1;
+    assert_refused(&r, 403, "subject_not_in_case");
+    let r = post(
+        &b,
+        "xj-mzt",
+        "/v1/cases/MZ-T-ORG/lookup",
+        json!({ "subject": { "credit_code": id2 }, "dataset": "population" }),
+    )
+    .await;
+    answered += 1;
+    assert_refused(&r, 422, "wrong_subject_kind");
+
     // Bad input.
     let r = call(
         &b,
@@ -611,7 +635,7 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
         .filter(|a| a["kind"] == "outside_case")
         .count();
     assert_eq!(
-        outside, 5,
+        outside, 6,
         "lookups refused for want of an open case: {}",
         r.1
     );
