@@ -556,7 +556,12 @@ fn demo_script(s: &Settings) -> anyhow::Result<String> {
     if rows.len() < 2 {
         bail!("{} lists fewer than two applicants", path.display());
     }
-    let (id1, name1, id2) = (&rows[0][1], &rows[0][2], &rows[1][1]);
+    let cell = |r: usize, c: usize| {
+        rows[r]
+            .get(c)
+            .with_context(|| format!("{}: row {} lacks column {}", path.display(), r + 2, c + 1))
+    };
+    let (id1, name1, id2) = (cell(0, 1)?, cell(0, 2)?, cell(1, 1)?);
     let case = format!("MZ-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
     let url = format!("https://{}", demo_host(s));
     let pki = s.pki_dir();
@@ -611,6 +616,14 @@ cargo run --release -q -- --data-dir {data} audit verify --key {seal_pub}
     ))
 }
 
+/// Where the printed commands reach the demo: the certificate names
+/// localhost and 127.0.0.1, so an unspecified listen address is shown as
+/// 127.0.0.1.
 fn demo_host(s: &Settings) -> String {
-    s.listen.to_string()
+    let ip = if s.listen.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        s.listen.ip()
+    };
+    std::net::SocketAddr::new(ip, s.listen.port()).to_string()
 }

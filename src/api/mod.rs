@@ -30,7 +30,6 @@ use crate::policy::cases::CaseBook;
 use crate::seal::{Ed25519Signer, Signer};
 use crate::store::{LoadedTable, LocalStore, load_current};
 
-pub use routes::ApiError;
 
 /// Why the broker could not assemble its state at start.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +67,7 @@ impl AppState {
                 }
                 None => tracing::warn!(
                     table = Golden::table(kind),
-                    "no stored version: lookups of this kind answer 503 until a pull"
+                    "no stored version: lookups of this kind answer 503 until a pull and a restart"
                 ),
             }
         }

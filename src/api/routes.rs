@@ -206,11 +206,7 @@ pub async fn handle(
         Ok(i) => i,
         Err(e) => {
             tracing::error!(error = %e, "audit append failed: refusing to serve");
-            let e = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit_unavailable",
-                "the audit log cannot be written, so no data is served",
-            );
+            let e = audit_unavailable();
             return json_response(e.status, &error_body(&e));
         }
     };
@@ -332,6 +328,28 @@ async fn blocking<T: Send + 'static>(
             "internal failure; try again",
         )
     })
+}
+
+/// Only auditing agencies read the log and its proofs.
+fn require_auditor(agency: &Agency) -> Result<(), ApiError> {
+    if agency.auditor {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_auditor",
+            format!("`{}` is not an auditing agency", agency.id),
+        ))
+    }
+}
+
+/// The refusal when the audit log cannot be written: fail closed.
+fn audit_unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "audit_unavailable",
+        "the audit log cannot be written, so no data is served",
+    )
 }
 
 fn require_agency(caller: &Caller) -> Result<&Agency, ApiError> {
@@ -619,7 +637,7 @@ fn table(state: &AppState, kind: SubjectKind) -> Result<&LoadedTable, ApiError> 
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            "no data has been loaded yet: run a pull",
+            "no data has been loaded: run `sharebroker pull`, then restart the broker",
         )
     })
 }
@@ -637,11 +655,7 @@ async fn commitment(state: &Arc<AppState>, key: &str) -> Result<String, ApiError
         .await?
         .map_err(|e| {
             tracing::error!(error = %e, "audit salt write failed: refusing to serve");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit_unavailable",
-                "the audit log cannot be written, so no data is served",
-            )
+            audit_unavailable()
         })
 }
 
@@ -992,13 +1006,7 @@ async fn audit_view(
     query: &str,
     view: AuditView,
 ) -> Result<Reply, ApiError> {
-    if !agency.auditor {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "not_auditor",
-            format!("`{}` is not an auditing agency", agency.id),
-        ));
-    }
+    require_auditor(agency)?;
     let mut filter = audit_filter(state, query)?;
     if matches!(view, AuditView::Report) && filter.subject_commitment.is_none() {
         return Err(ApiError::new(
@@ -1097,13 +1105,7 @@ fn query_u64(query: &str, name: &str) -> Result<Option<u64>, ApiError> {
 /// Inclusion and consistency proofs, for auditors checking the log against
 /// tree heads they hold.
 fn proof(state: &AppState, agency: &Agency, kind: &str, query: &str) -> Result<Reply, ApiError> {
-    if !agency.auditor {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "not_auditor",
-            format!("`{}` is not an auditing agency", agency.id),
-        ));
-    }
+    require_auditor(agency)?;
     let bad = |e: crate::audit::AuditError| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

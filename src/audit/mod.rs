@@ -134,9 +134,11 @@ pub struct AuditEntry {
     pub rule: Option<String>,
     /// Hash of the policy set in force.
     pub policy_version: Option<String>,
-    /// SHA-256 hex of the response body.
+    /// SHA-256 hex of the response body as canonical JSON (sorted keys),
+    /// before its `audit_entry` number and `seal` were added: what a client
+    /// recomputes from the response it received.
     pub response_sha256: Option<String>,
-    /// Response body size.
+    /// Size of that canonical body.
     pub bytes_out: u64,
     /// Rows returned.
     pub rows_out: u64,

@@ -60,20 +60,25 @@ pub struct Application {
     pub fields: Vec<String>,
     pub purpose: String,
     pub approved_by: String,
+    /// In force from this day to `valid_until`, inclusive.
+    pub approved_on: NaiveDate,
     pub valid_until: NaiveDate,
 }
 
 /// How one field may be read under one (role, purpose).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FieldDecision {
+    /// `windows`: for a conditional field, the (from, until) days of the
+    /// approved applications that cover it; empty when no application is
+    /// needed.
     Clear {
         rule: String,
-        until: Option<NaiveDate>,
+        windows: Vec<(NaiveDate, NaiveDate)>,
     },
     Masked {
         rule: String,
         mask: MaskKind,
-        until: Option<NaiveDate>,
+        windows: Vec<(NaiveDate, NaiveDate)>,
     },
     Denied {
         reason: String,
@@ -96,12 +101,19 @@ impl Plan {
     /// checked here): the access and its deciding rule, or why it is withheld.
     pub fn access(&self, field: &str, today: NaiveDate) -> Result<(Access, &str), String> {
         match self.decision(field) {
-            Some(
-                FieldDecision::Clear { until: Some(u), .. }
-                | FieldDecision::Masked { until: Some(u), .. },
-            ) if today > *u => Err(format!(
-                "the sharing application for this field expired on {u}"
-            )),
+            Some(FieldDecision::Clear { windows, .. } | FieldDecision::Masked { windows, .. })
+                if !windows.is_empty()
+                    && !windows
+                        .iter()
+                        .any(|(from, until)| (*from..=*until).contains(&today)) =>
+            {
+                let spans: Vec<String> =
+                    windows.iter().map(|(f, u)| format!("{f} to {u}")).collect();
+                Err(format!(
+                    "no sharing application for this field is in force today (approved for {})",
+                    spans.join(", ")
+                ))
+            }
             Some(FieldDecision::Clear { rule, .. }) => Ok((Access::Clear, rule)),
             Some(FieldDecision::Masked { rule, mask, .. }) => Ok((Access::Masked(*mask), rule)),
             Some(FieldDecision::Denied { reason }) => Err(reason.clone()),
@@ -143,8 +155,7 @@ struct RawApplication {
     fields: Vec<Spanned<String>>,
     purpose: Spanned<String>,
     approved_by: Spanned<String>,
-    #[allow(dead_code)]
-    approved_on: toml::value::Datetime,
+    approved_on: Spanned<toml::value::Datetime>,
     valid_until: Spanned<toml::value::Datetime>,
 }
 
@@ -328,20 +339,31 @@ fn parse_applications(
                 }
             }
         }
-        let Some(valid_until) = toml_date(a.valid_until.get_ref()) else {
+        let (Some(approved_on), Some(valid_until)) = (
+            toml_date(a.approved_on.get_ref()),
+            toml_date(a.valid_until.get_ref()),
+        ) else {
             errors.push(src.error_at(
                 a.valid_until.span(),
-                format!("{key}.valid_until"),
-                "expected a date like 2027-03-01",
+                format!("{key}.approved_on / valid_until"),
+                "expected dates like 2027-03-01",
             ));
             continue;
         };
+        if approved_on > valid_until {
+            errors.push(src.error_at(
+                a.valid_until.span(),
+                format!("{key}.valid_until"),
+                "ends before `approved_on`",
+            ));
+        }
         out.push(Application {
             id: a.id,
             agency: a.agency.into_inner(),
             fields: a.fields.into_iter().map(Spanned::into_inner).collect(),
             purpose: a.purpose.into_inner(),
             approved_by: a.approved_by.into_inner(),
+            approved_on,
             valid_until,
         });
     }
@@ -490,7 +512,7 @@ impl PolicySet {
         provider: &str,
         field: &Field,
     ) -> casbin::Result<FieldDecision> {
-        let until = match field.share {
+        let windows = match field.share {
             ShareType::NotShared => {
                 return Ok(FieldDecision::Denied {
                     reason: format!(
@@ -499,18 +521,25 @@ impl PolicySet {
                     ),
                 });
             }
-            ShareType::Unconditional => None,
-            ShareType::Conditional if agency.id == provider => None,
+            ShareType::Unconditional => Vec::new(),
+            ShareType::Conditional if agency.id == provider => Vec::new(),
             ShareType::Conditional => {
                 let purpose_cat = format!("purpose:{category}");
-                let app = self.applications.iter().find(|a| {
-                    a.agency == agency.id
-                        && a.fields.contains(&field.qualified)
-                        && (a.purpose == item || a.purpose == purpose_cat)
-                });
-                match app {
-                    Some(a) => Some(a.valid_until),
-                    None => {
+                // Every covering application counts: one expired or not yet
+                // in force must not hide another that is.
+                let windows: Vec<(NaiveDate, NaiveDate)> = self
+                    .applications
+                    .iter()
+                    .filter(|a| {
+                        a.agency == agency.id
+                            && a.fields.contains(&field.qualified)
+                            && (a.purpose == item || a.purpose == purpose_cat)
+                    })
+                    .map(|a| (a.approved_on, a.valid_until))
+                    .collect();
+                match windows.is_empty() {
+                    false => windows,
+                    true => {
                         return Ok(FieldDecision::Denied {
                             reason: format!(
                                 "`{}` is shared conditionally (有条件共享) and no approved application of `{}` covers it for `{item}`",
@@ -540,14 +569,14 @@ impl PolicySet {
         };
         if enforcer.enforce((role, field.qualified.as_str(), READ_CLEAR, item))? {
             let rule = matching(READ_CLEAR, true).unwrap_or_default();
-            return Ok(FieldDecision::Clear { rule, until });
+            return Ok(FieldDecision::Clear { rule, windows });
         }
         if enforcer.enforce((role, field.qualified.as_str(), READ_MASKED, item))? {
             let rule = matching(READ_MASKED, true).unwrap_or_default();
             return Ok(FieldDecision::Masked {
                 rule,
                 mask: field.mask,
-                until,
+                windows,
             });
         }
         Ok(FieldDecision::Denied {
@@ -911,7 +940,7 @@ mod tests {
             .expect("plan");
         assert!(matches!(
             plan.decision("spouse_name"),
-            Some(FieldDecision::Clear { until: None, .. })
+            Some(FieldDecision::Clear { windows, .. }) if windows.is_empty()
         ));
         // … another agency needs one, and is bound by its validity
         let plan = p
@@ -919,14 +948,14 @@ mod tests {
             .expect("plan");
         assert!(matches!(
             plan.decision("contribution_months"),
-            Some(FieldDecision::Clear { until: Some(_), .. })
+            Some(FieldDecision::Clear { windows, .. }) if windows.len() == 1
         ));
         let plan = p
             .plan("xj-zrzyt:real_estate", "XJ-ZR-0107", "marriage")
             .expect("plan");
         assert!(matches!(
             plan.decision("spouse_name"),
-            Some(FieldDecision::Clear { until: Some(_), .. })
+            Some(FieldDecision::Clear { windows, .. }) if windows.len() == 1
         ));
         assert!(matches!(
             plan.decision("spouse_id_number"),
@@ -973,6 +1002,34 @@ mod tests {
         }
         std::fs::write(dir.path().join(RULES_FILE), rules).expect("write");
         dir
+    }
+
+    #[test]
+    fn applications_grant_only_inside_their_windows() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
+        // An expired application listed first must not hide a valid one.
+        let windows = vec![
+            (d("2025-01-01"), d("2025-12-31")),
+            (d("2026-03-01"), d("2026-12-31")),
+        ];
+        let plan = Plan {
+            fields: vec![(
+                "f".into(),
+                FieldDecision::Clear {
+                    rule: "r".into(),
+                    windows,
+                },
+            )],
+        };
+        assert!(plan.access("f", d("2026-06-01")).is_ok());
+        assert!(plan.access("f", d("2025-06-01")).is_ok());
+        // Not yet approved, and after every window: withheld, with the reason.
+        let err = plan.access("f", d("2026-02-01")).unwrap_err();
+        assert!(
+            err.contains("in force") && err.contains("2026-03-01 to 2026-12-31"),
+            "{err}"
+        );
+        assert!(plan.access("f", d("2027-01-01")).is_err());
     }
 
     #[test]

@@ -273,7 +273,8 @@ impl LoadedTable {
         batches: Vec<RecordBatch>,
         key: &str,
     ) -> Result<Self, StoreError> {
-        let mut index = HashMap::with_capacity(manifest.rows as usize);
+        // The manifest's row count only sizes the index; it is not trusted.
+        let mut index = HashMap::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
         for (b, batch) in batches.iter().enumerate() {
             let col = batch
                 .column_by_name(key)
