@@ -30,7 +30,6 @@ use crate::policy::cases::CaseBook;
 use crate::seal::{Ed25519Signer, Signer};
 use crate::store::{LoadedTable, LocalStore, load_current};
 
-
 /// Why the broker could not assemble its state at start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

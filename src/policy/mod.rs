@@ -7,6 +7,7 @@
 pub mod cases;
 pub mod mask;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -97,11 +98,22 @@ impl Plan {
         self.fields.iter().find(|(f, _)| f == field).map(|(_, d)| d)
     }
 
-    /// How `field` may be read on `today` (an application's validity is
-    /// checked here): the access and its deciding rule, or why it is withheld.
-    pub fn access(&self, field: &str, today: NaiveDate) -> Result<(Access, &str), String> {
+    /// How `field` may be read on `today`: see [`FieldDecision::access`].
+    pub fn access(&self, field: &str, today: NaiveDate) -> Result<(Access, &str), Cow<'_, str>> {
         match self.decision(field) {
-            Some(FieldDecision::Clear { windows, .. } | FieldDecision::Masked { windows, .. })
+            Some(d) => d.access(today),
+            None => Err(Cow::Borrowed("no decision in the plan (default deny)")),
+        }
+    }
+}
+
+impl FieldDecision {
+    /// How the field may be read on `today` (an application's validity is
+    /// checked here): the access and its deciding rule, or why it is
+    /// withheld. Allocates only to explain an application out of force.
+    pub fn access(&self, today: NaiveDate) -> Result<(Access, &str), Cow<'_, str>> {
+        match self {
+            FieldDecision::Clear { windows, .. } | FieldDecision::Masked { windows, .. }
                 if !windows.is_empty()
                     && !windows
                         .iter()
@@ -109,15 +121,14 @@ impl Plan {
             {
                 let spans: Vec<String> =
                     windows.iter().map(|(f, u)| format!("{f} to {u}")).collect();
-                Err(format!(
+                Err(Cow::Owned(format!(
                     "no sharing application for this field is in force today (approved for {})",
                     spans.join(", ")
-                ))
+                )))
             }
-            Some(FieldDecision::Clear { rule, .. }) => Ok((Access::Clear, rule)),
-            Some(FieldDecision::Masked { rule, mask, .. }) => Ok((Access::Masked(*mask), rule)),
-            Some(FieldDecision::Denied { reason }) => Err(reason.clone()),
-            None => Err("no decision in the plan (default deny)".into()),
+            FieldDecision::Clear { rule, .. } => Ok((Access::Clear, rule)),
+            FieldDecision::Masked { rule, mask, .. } => Ok((Access::Masked(*mask), rule)),
+            FieldDecision::Denied { reason } => Err(Cow::Borrowed(reason)),
         }
     }
 }
@@ -128,7 +139,9 @@ pub fn local_date(now: DateTime<Utc>) -> NaiveDate {
     (now + chrono::Duration::hours(8)).date_naive()
 }
 
-type PlanKey = (String, String, String);
+/// Plans by role, then service item, then dataset: looked up by `&str`
+/// on the request path, without building a key.
+type Plans = HashMap<String, HashMap<String, HashMap<String, Arc<Plan>>>>;
 
 /// The policy in force: rules, applications, and their compiled plans.
 pub struct PolicySet {
@@ -137,7 +150,7 @@ pub struct PolicySet {
     pub version: String,
     pub rules: Vec<Rule>,
     pub applications: Vec<Application>,
-    plans: HashMap<PlanKey, Arc<Plan>>,
+    plans: Plans,
 }
 
 #[derive(Deserialize)]
@@ -412,6 +425,75 @@ pub async fn build_enforcer(
     Ok(enforcer)
 }
 
+/// One decision to make: may `role` read `field` for service item `item`?
+pub struct Request<'a> {
+    pub role: &'a str,
+    pub field: &'a Field,
+    pub dataset: &'a str,
+    pub item: &'a str,
+    pub category: &'a str,
+}
+
+/// What the rules say about one request and action.
+pub struct Evaluation<'r> {
+    pub allowed: bool,
+    /// The first allow rule that matched.
+    pub allow: Option<&'r Rule>,
+    /// The first deny rule that matched.
+    pub deny: Option<&'r Rule>,
+}
+
+/// Whether `rule` matches `req` for `action`: the shipped model's matcher
+/// (`model.conf`), with the catalogue's groupings — a field belongs to
+/// `dataset:<id>` and `tag:<sensitivity>`, an item to `purpose:<category>`,
+/// and a deny of `read_masked` also matches `read_clear`.
+fn rule_matches(rule: &Rule, req: &Request<'_>, action: &str) -> bool {
+    rule.role == req.role
+        && (rule.object == req.field.qualified
+            || rule.object.strip_prefix("dataset:") == Some(req.dataset)
+            || rule.object.strip_prefix("tag:") == Some(req.field.sensitivity.as_str()))
+        && (rule.action == action
+            || (action == READ_CLEAR && rule.action == READ_MASKED && !rule.allow))
+        && (rule.purpose == req.item || rule.purpose.strip_prefix("purpose:") == Some(req.category))
+}
+
+/// The shipped model's effect over `rules` (all of one role): allowed when
+/// some allow matches and no deny does.
+pub fn evaluate<'r>(rules: &[&'r Rule], req: &Request<'_>, action: &str) -> Evaluation<'r> {
+    let mut allow = None;
+    let mut deny = None;
+    for r in rules
+        .iter()
+        .copied()
+        .filter(|r| rule_matches(r, req, action))
+    {
+        if r.allow {
+            allow.get_or_insert(r);
+        } else {
+            deny.get_or_insert(r);
+        }
+        if allow.is_some() && deny.is_some() {
+            break;
+        }
+    }
+    Evaluation {
+        allowed: allow.is_some() && deny.is_none(),
+        allow,
+        deny,
+    }
+}
+
+/// The model the compiled plans implement (`policies/model.conf` as
+/// shipped), compared without comments and white space.
+const SHIPPED_MODEL: &str = include_str!("../../policies/model.conf");
+
+fn model_essence(text: &str) -> String {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
+        .collect()
+}
+
 impl PolicySet {
     /// Load, validate and compile the policy in `dir` against `catalog`.
     pub async fn load(dir: &Path, catalog: &Catalog) -> Result<PolicySet, ConfigErrors> {
@@ -440,14 +522,7 @@ impl PolicySet {
 
         PolicySet::from_parts(catalog, &model_src.text, rules, applications, version)
             .await
-            .map_err(|e| {
-                ConfigError::new(
-                    &model_path,
-                    "",
-                    format!("casbin rejected the model or rules: {e}"),
-                )
-                .into()
-            })
+            .map_err(|e| ConfigError::new(&model_path, "", e).into())
     }
 
     /// Compile a policy from parts already validated against `catalog`
@@ -459,72 +534,96 @@ impl PolicySet {
         rules: Vec<Rule>,
         applications: Vec<Application>,
         version: String,
-    ) -> casbin::Result<PolicySet> {
-        let enforcer = build_enforcer(model_text, &rules, catalog).await?;
+    ) -> Result<PolicySet, String> {
+        // Plans implement the shipped model; a changed matcher or effect
+        // would be silently ignored, so it is refused (access changes in
+        // policy.csv). casbin still parses model and rules, as the reference.
+        if model_essence(model_text) != model_essence(SHIPPED_MODEL) {
+            return Err("this model differs from the one the decision plans implement (the shipped model.conf): change access in policy.csv, not the model".into());
+        }
+        build_enforcer(model_text, &rules, catalog)
+            .await
+            .map_err(|e| format!("casbin rejected the model or rules: {e}"))?;
         let mut set = PolicySet {
             version,
             rules,
             applications,
             plans: HashMap::new(),
         };
-        set.compile(&enforcer, catalog)?;
+        set.compile(catalog);
         Ok(set)
     }
 
-    /// Compile a plan for every (role, service item, dataset).
-    fn compile(&mut self, enforcer: &Enforcer, catalog: &Catalog) -> casbin::Result<()> {
+    /// Compile a plan for every (role, service item, dataset) from the rules
+    /// directly: casbin costs about a microsecond per rule per field, which
+    /// at 10,000 rules is too slow even for compiling. The evaluation below
+    /// is the shipped model's matcher and effect; a property test holds
+    /// it to casbin's answers, and a changed model is refused at load.
+    fn compile(&mut self, catalog: &Catalog) {
+        let mut by_role: HashMap<&str, Vec<&Rule>> = HashMap::new();
+        for r in &self.rules {
+            by_role.entry(r.role.as_str()).or_default().push(r);
+        }
+        let mut plans: Plans = HashMap::new();
         for agency in &catalog.agencies {
             for role in &agency.roles {
+                let rules = by_role
+                    .get(role.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
                 for item in &catalog.items {
                     for dataset in &catalog.datasets {
-                        let mut fields = Vec::with_capacity(dataset.fields.len());
-                        for f in &dataset.fields {
-                            let d = self.decide(
-                                enforcer,
-                                agency,
-                                role,
-                                &item.code,
-                                &item.purpose_category,
-                                &dataset.provider,
-                                f,
-                            )?;
-                            fields.push((f.name.clone(), d));
-                        }
-                        self.plans.insert(
-                            (role.clone(), item.code.clone(), dataset.id.clone()),
-                            Arc::new(Plan { fields }),
-                        );
+                        let fields = dataset
+                            .fields
+                            .iter()
+                            .map(|f| {
+                                let request = Request {
+                                    role,
+                                    field: f,
+                                    dataset: &dataset.id,
+                                    item: &item.code,
+                                    category: &item.purpose_category,
+                                };
+                                (
+                                    f.name.clone(),
+                                    self.decide(rules, agency, &dataset.provider, &request),
+                                )
+                            })
+                            .collect();
+                        plans
+                            .entry(role.clone())
+                            .or_default()
+                            .entry(item.code.clone())
+                            .or_default()
+                            .insert(dataset.id.clone(), Arc::new(Plan { fields }));
                     }
                 }
             }
         }
-        Ok(())
+        self.plans = plans;
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
-        enforcer: &Enforcer,
+        rules: &[&Rule],
         agency: &Agency,
-        role: &str,
-        item: &str,
-        category: &str,
         provider: &str,
-        field: &Field,
-    ) -> casbin::Result<FieldDecision> {
+        req: &Request<'_>,
+    ) -> FieldDecision {
+        let (field, item) = (req.field, req.item);
         let windows = match field.share {
             ShareType::NotShared => {
-                return Ok(FieldDecision::Denied {
+                return FieldDecision::Denied {
                     reason: format!(
                         "`{}` is not shared (不予共享) in the catalogue",
                         field.qualified
                     ),
-                });
+                };
             }
             ShareType::Unconditional => Vec::new(),
             ShareType::Conditional if agency.id == provider => Vec::new(),
             ShareType::Conditional => {
-                let purpose_cat = format!("purpose:{category}");
+                let purpose_cat = format!("purpose:{}", req.category);
                 // Every covering application counts: one expired or not yet
                 // in force must not hide another that is.
                 let windows: Vec<(NaiveDate, NaiveDate)> = self
@@ -537,67 +636,54 @@ impl PolicySet {
                     })
                     .map(|a| (a.approved_on, a.valid_until))
                     .collect();
-                match windows.is_empty() {
-                    false => windows,
-                    true => {
-                        return Ok(FieldDecision::Denied {
-                            reason: format!(
-                                "`{}` is shared conditionally (有条件共享) and no approved application of `{}` covers it for `{item}`",
-                                field.qualified, agency.id
-                            ),
-                        });
-                    }
+                if windows.is_empty() {
+                    return FieldDecision::Denied {
+                        reason: format!(
+                            "`{}` is shared conditionally (有条件共享) and no approved application of `{}` covers it for `{item}`",
+                            field.qualified, agency.id
+                        ),
+                    };
                 }
+                windows
             }
         };
-        // casbin decides; the rule shown is the first line that could have
-        // matched (explanations need casbin's logging feature, not built).
-        let dataset = field.qualified.split('.').next().unwrap_or_default();
-        let matching = |action: &str, allow: bool| {
-            self.rules
-                .iter()
-                .find(|r| {
-                    r.allow == allow
-                        && r.role == role
-                        && r.action == action
-                        && (r.purpose == item || r.purpose == format!("purpose:{category}"))
-                        && (r.object == field.qualified
-                            || r.object == format!("dataset:{dataset}")
-                            || r.object == format!("tag:{}", field.sensitivity))
-                })
-                .map(Rule::describe)
-        };
-        if enforcer.enforce((role, field.qualified.as_str(), READ_CLEAR, item))? {
-            let rule = matching(READ_CLEAR, true).unwrap_or_default();
-            return Ok(FieldDecision::Clear { rule, windows });
+        let clear = evaluate(rules, req, READ_CLEAR);
+        if clear.allowed {
+            return FieldDecision::Clear {
+                rule: clear.allow.map(Rule::describe).unwrap_or_default(),
+                windows,
+            };
         }
-        if enforcer.enforce((role, field.qualified.as_str(), READ_MASKED, item))? {
-            let rule = matching(READ_MASKED, true).unwrap_or_default();
-            return Ok(FieldDecision::Masked {
-                rule,
+        let masked = evaluate(rules, req, READ_MASKED);
+        if masked.allowed {
+            return FieldDecision::Masked {
+                rule: masked.allow.map(Rule::describe).unwrap_or_default(),
                 mask: field.mask,
                 windows,
-            });
+            };
         }
-        Ok(FieldDecision::Denied {
-            reason: match matching(READ_CLEAR, false).or_else(|| matching(READ_MASKED, false)) {
-                Some(r) => format!("denied by {r}"),
+        FieldDecision::Denied {
+            reason: match clear.deny.or(masked.deny) {
+                Some(r) => format!("denied by {}", r.describe()),
                 None => format!(
-                    "no rule allows `{role}` to read `{}` for `{item}` (default deny)",
-                    field.qualified
+                    "no rule allows `{}` to read `{}` for `{item}` (default deny)",
+                    req.role, field.qualified
                 ),
             },
-        })
+        }
     }
 
     /// The plan for a role reading a dataset for a service item.
     pub fn plan(&self, role: &str, item: &str, dataset: &str) -> Option<&Arc<Plan>> {
-        self.plans
-            .get(&(role.to_string(), item.to_string(), dataset.to_string()))
+        self.plans.get(role)?.get(item)?.get(dataset)
     }
 
     pub fn plan_count(&self) -> usize {
-        self.plans.len()
+        self.plans
+            .values()
+            .flat_map(HashMap::values)
+            .map(HashMap::len)
+            .sum()
     }
 }
 
@@ -762,17 +848,32 @@ pub fn authorize_lookup(
                     ));
                 }
             }
-            fs.iter().map(String::as_str).collect()
+            // Each field once, in the order asked.
+            let mut seen = std::collections::HashSet::new();
+            fs.iter()
+                .map(String::as_str)
+                .filter(|f| seen.insert(*f))
+                .collect()
         }
         _ => ds.fields.iter().map(|f| f.name.as_str()).collect(),
     };
     let today = local_date(now);
     let mut granted = Vec::new();
     let mut withheld = Vec::new();
-    for name in wanted {
-        match plan.access(name, today) {
+    // The whole dataset: walk the plan in order, no lookups by name.
+    let decisions: Vec<(&str, &FieldDecision)> =
+        if wanted.len() == ds.fields.len() && fields.is_none_or(<[String]>::is_empty) {
+            plan.fields.iter().map(|(f, d)| (f.as_str(), d)).collect()
+        } else {
+            wanted
+                .iter()
+                .filter_map(|name| plan.decision(name).map(|d| (*name, d)))
+                .collect()
+        };
+    for (name, decision) in decisions {
+        match decision.access(today) {
             Ok((access, rule)) => granted.push((name.to_string(), access, rule.to_string())),
-            Err(reason) => withheld.push((name.to_string(), reason)),
+            Err(reason) => withheld.push((name.to_string(), reason.into_owned())),
         }
     }
     if granted.is_empty() {
@@ -879,9 +980,10 @@ pub fn authorize_prefill(
                             subject.kind.as_str()
                         )),
                         Some((d, f)) => match policy.plan(&case.role, &case.service_item, &d.id) {
-                            Some(plan) => {
-                                plan.access(&f.name, today).map(|(a, r)| (a, r.to_string()))
-                            }
+                            Some(plan) => plan
+                                .access(&f.name, today)
+                                .map(|(a, r)| (a, r.to_string()))
+                                .map_err(Cow::into_owned),
                             None => Err("no decision in the plan (default deny)".into()),
                         },
                     };
@@ -1004,6 +1106,74 @@ mod tests {
         dir
     }
 
+    mod agree_with_casbin {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Rules over three roles of the demo catalogue, with objects among
+        /// fields, `dataset:` and `tag:` groups and purposes among items and
+        /// categories, so that allows and denies overlap.
+        fn rules() -> impl Strategy<Value = Vec<(usize, usize, bool, usize, bool)>> {
+            prop::collection::vec(
+                (
+                    0usize..3,
+                    0usize..40,
+                    any::<bool>(),
+                    0usize..12,
+                    prop::bool::weighted(0.75),
+                ),
+                0..40,
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+            /// The compiled evaluation and casbin's `enforce` agree on every
+            /// request of every role, item, field and action.
+            #[test]
+            fn plans_and_casbin_agree(raw in rules()) {
+                let c = Catalog::load(&policies()).expect("catalogue");
+                let roles = ["xj-mzt:marriage_registry", "xj-mzt:social_assistance", "wlmq-zwfw:counter"];
+                let mut objects: Vec<String> = c.datasets.iter().flat_map(|d| d.fields.iter().map(|f| f.qualified.clone())).collect();
+                objects.extend(c.datasets.iter().map(|d| format!("dataset:{}", d.id)));
+                objects.extend(["tag:public", "tag:personal", "tag:identifier", "tag:sensitive", "tag:internal"].map(String::from));
+                let mut purposes: Vec<String> = c.items.iter().map(|i| i.code.clone()).collect();
+                purposes.extend(c.items.iter().map(|i| format!("purpose:{}", i.purpose_category)));
+                let rules: Vec<Rule> = raw
+                    .iter()
+                    .enumerate()
+                    .map(|(line, &(r, o, clear, p, allow))| Rule {
+                        line,
+                        role: roles[r].to_string(),
+                        object: objects[o % objects.len()].clone(),
+                        action: if clear { READ_CLEAR } else { READ_MASKED }.to_string(),
+                        purpose: purposes[p % purposes.len()].clone(),
+                        allow,
+                    })
+                    .collect();
+                let model = std::fs::read_to_string(policies().join(MODEL_FILE)).expect("model");
+                let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+                let enforcer = rt.block_on(build_enforcer(&model, &rules, &c)).expect("enforcer");
+                for role in roles {
+                    let of_role: Vec<&Rule> = rules.iter().filter(|r| r.role == role).collect();
+                    for item in &c.items {
+                        for d in &c.datasets {
+                            for f in &d.fields {
+                                let req = Request { role, field: f, dataset: &d.id, item: &item.code, category: &item.purpose_category };
+                                for action in [READ_CLEAR, READ_MASKED] {
+                                    let ours = evaluate(&of_role, &req, action).allowed;
+                                    let theirs = enforcer.enforce((role, f.qualified.as_str(), action, item.code.as_str())).expect("enforce");
+                                    prop_assert_eq!(ours, theirs, "({}, {}, {}, {}) under {:?}", role, f.qualified, action, item.code, rules);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn applications_grant_only_inside_their_windows() {
         let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
@@ -1040,6 +1210,31 @@ mod tests {
         assert_eq!(shown("x650102198506150010"), "(a name not shown)");
         assert_eq!(shown(&"a".repeat(65)), "(a name not shown)");
         assert_eq!(shown("张三"), "(a name not shown)");
+    }
+
+    #[tokio::test]
+    async fn a_changed_model_is_refused_at_load() {
+        // A matcher without the masked-deny clause decides differently from
+        // the compiled plans on the demo rules: the load must say so.
+        let dir = with_rules(&std::fs::read_to_string(policies().join(RULES_FILE)).expect("rules"));
+        let model = std::fs::read_to_string(policies().join(MODEL_FILE)).expect("model");
+        let changed = model.replace(
+            r#" || (r.act == "read_clear" && p.act == "read_masked" && p.eft == "deny")"#,
+            "",
+        );
+        assert_ne!(model, changed);
+        std::fs::write(dir.path().join(MODEL_FILE), changed).expect("write");
+        let c = Catalog::load(dir.path()).expect("catalogue");
+        let err = PolicySet::load(dir.path(), &c)
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("model.conf")
+                && err.contains("differs from the one the decision plans implement"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
