@@ -536,7 +536,7 @@ async fn serve(s: Settings, demo: Option<String>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("binding {}", s.listen))?;
-    tracing::info!(listen = %s.listen, policy_version = %state.policy.version, "serving with mutual TLS");
+    tracing::info!(listen = %s.listen, policy_version = %state.policy().version, "serving with mutual TLS");
     if let Some(text) = demo {
         println!("{text}");
     }

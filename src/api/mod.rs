@@ -9,8 +9,8 @@ mod routes;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -26,6 +26,7 @@ use crate::catalog::{Agency, Catalog, SubjectKind};
 use crate::config::Settings;
 use crate::ingest::{COL_KEY, Golden};
 use crate::policy::PolicySet;
+use crate::policy::applications::ApplicationBook;
 use crate::policy::cases::CaseBook;
 use crate::seal::{Ed25519Signer, Signer};
 use crate::store::{LoadedTable, LocalStore, load_current};
@@ -39,6 +40,8 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Cases(#[from] crate::policy::cases::CaseError),
+    #[error(transparent)]
+    Applications(#[from] crate::policy::applications::ApplicationError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
     #[error(transparent)]
@@ -56,7 +59,10 @@ impl AppState {
     /// public key is (re)published next to the private one as `*.pub`.
     pub async fn open(s: &Settings) -> Result<AppState, StartError> {
         let catalog = Arc::new(Catalog::load(&s.policies_dir)?);
-        let policy = Arc::new(PolicySet::load(&s.policies_dir, &catalog).await?);
+        let applications = ApplicationBook::open(&s.applications_file())?;
+        let policy =
+            PolicySet::load_with(&s.policies_dir, &catalog, &applications.approved()).await?;
+        let policy_files = policy_fingerprint(&s.policies_dir);
         let store = LocalStore::open(&s.store_dir())?;
         let mut tables = HashMap::new();
         for kind in [SubjectKind::Person, SubjectKind::Organisation] {
@@ -80,7 +86,10 @@ impl AppState {
         )?;
         Ok(AppState {
             catalog,
-            policy,
+            policy: RwLock::new(Arc::new(policy)),
+            policies_dir: s.policies_dir.clone(),
+            policy_files: Mutex::new(policy_files),
+            applications,
             cases: CaseBook::open(&s.cases_file())?,
             tables,
             audit: Arc::new(AuditLog::open_with(
@@ -120,7 +129,12 @@ pub enum ServeError {
 /// Everything a request needs, shared by all connections.
 pub struct AppState {
     pub catalog: Arc<Catalog>,
-    pub policy: Arc<PolicySet>,
+    // std RwLock: held only to clone or replace the Arc, never across an await.
+    policy: RwLock<Arc<PolicySet>>,
+    policies_dir: PathBuf,
+    /// Fingerprint of the policy files last loaded (or last found bad).
+    policy_files: Mutex<String>,
+    pub applications: ApplicationBook,
     pub cases: CaseBook,
     /// Golden tables by subject kind, as loaded at start.
     pub tables: HashMap<SubjectKind, Arc<LoadedTable>>,
@@ -130,6 +144,75 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// How often the audit log's signed tree head is published.
     pub tree_head_every: Duration,
+}
+
+/// The policy files whose change triggers a reload.
+const POLICY_FILES: [&str; 3] = [
+    crate::policy::MODEL_FILE,
+    crate::policy::RULES_FILE,
+    crate::policy::APPLICATIONS_FILE,
+];
+
+/// SHA-256 over the policy files' contents (a missing file counts as empty).
+fn policy_fingerprint(dir: &Path) -> String {
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    for f in POLICY_FILES {
+        h.update(&std::fs::read(dir.join(f)).unwrap_or_default());
+        h.update(b"\0");
+    }
+    hex::encode(h.finish().as_ref())
+}
+
+/// What a reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reload {
+    Unchanged,
+    /// Swapped in; the new policy version.
+    Swapped(String),
+    /// The changed files are invalid; the last good policy stays in force.
+    Rejected(String),
+}
+
+impl AppState {
+    /// The policy in force: a snapshot, consistent for a whole request.
+    pub fn policy(&self) -> Arc<PolicySet> {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reload the policy if its files changed (or `force`, after an
+    /// application was decided): validated and compiled aside, then swapped
+    /// in atomically. A bad file is reported and the last good policy stays.
+    pub async fn reload_policy(&self, force: bool) -> Reload {
+        let fingerprint = policy_fingerprint(&self.policies_dir);
+        {
+            let mut last = self.policy_files.lock().unwrap_or_else(|e| e.into_inner());
+            if !force && *last == fingerprint {
+                return Reload::Unchanged;
+            }
+            *last = fingerprint;
+        }
+        match PolicySet::load_with(
+            &self.policies_dir,
+            &self.catalog,
+            &self.applications.approved(),
+        )
+        .await
+        {
+            Ok(p) => {
+                let version = p.version.clone();
+                *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+                tracing::info!(policy_version = %version, "policy reloaded");
+                Reload::Swapped(version)
+            }
+            Err(e) => {
+                tracing::error!(errors = %e, "policy files are invalid; the last good policy stays in force");
+                Reload::Rejected(e.to_string())
+            }
+        }
+    }
 }
 
 /// Who is calling, from the client certificate of the connection.
@@ -229,6 +312,9 @@ fn identify(catalog: &Catalog, certs: Option<&[CertificateDer<'_>]>) -> Caller {
     }
 }
 
+/// How often the policy files are checked for changes (hot reload).
+const POLICY_POLL: Duration = Duration::from_secs(2);
+
 /// Serve on `listener` until `shutdown` resolves; then stop accepting,
 /// drain open connections (up to 10 s) and flush the audit log.
 pub async fn run(
@@ -238,6 +324,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let reloader = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(POLICY_POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                state.reload_policy(false).await;
+            }
+        })
+    };
     let publisher = spawn_tree_head_publisher(
         state.audit.clone(),
         state.signer.clone(),
@@ -302,6 +399,7 @@ pub async fn run(
         tracing::warn!("connections still open after 10 s; closing");
     }
     publisher.abort();
+    reloader.abort();
     // A last signed head covering everything served, then flush and stop.
     if let Err(e) = state.audit.publish_tree_head(state.signer.as_ref()) {
         tracing::error!(error = %e, "cannot publish the final audit tree head");

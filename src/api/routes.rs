@@ -232,7 +232,14 @@ fn route_template(path: &str) -> String {
             _,
             action @ ("close" | "lookup" | "prefill"),
         ] => format!("/v1/cases/{{case}}/{action}"),
-        ["", "v1", r @ ("cases" | "catalog" | "audit")] => format!("/v1/{r}"),
+        [
+            "",
+            "v1",
+            r @ ("cases" | "catalog" | "audit" | "applications"),
+        ] => format!("/v1/{r}"),
+        ["", "v1", "applications", _, v @ ("approve" | "refuse")] => {
+            format!("/v1/applications/{{id}}/{v}")
+        }
         [
             "",
             "v1",
@@ -412,6 +419,30 @@ async fn dispatch(
             let body: Prefill = read_json(req, limit, state.request_timeout).await?;
             prefill(state, &agency, &id, body, entry).await
         }
+        (Method::POST, ["", "v1", "applications"]) => {
+            let body: Apply = read_json(req, limit, state.request_timeout).await?;
+            apply(state, &agency, body, entry).await
+        }
+        (Method::GET, ["", "v1", "applications"]) => Ok(Reply {
+            status: StatusCode::OK,
+            body: json!({ "applications": state.applications.for_agency(&agency.id) }),
+            sealed: false,
+        }),
+        (
+            Method::POST,
+            [
+                "",
+                "v1",
+                "applications",
+                id,
+                verdict @ ("approve" | "refuse"),
+            ],
+        ) => {
+            valid_case_id(id)?;
+            let (id, approve) = (id.to_string(), *verdict == "approve");
+            let body: Decide = read_json(req, limit, state.request_timeout).await?;
+            decide(state, &agency, &id, approve, body, entry).await
+        }
         (Method::GET, ["", "v1", "audit"]) => {
             audit_view(state, &agency, &query, AuditView::Entries).await
         }
@@ -441,6 +472,8 @@ async fn dispatch(
             | ["", "v1", "cases"]
             | ["", "v1", "cases", _, "close" | "lookup" | "prefill"]
             | ["", "v1", "audit"]
+            | ["", "v1", "applications"]
+            | ["", "v1", "applications", _, "approve" | "refuse"]
             | ["", "v1", "audit", "report" | "anomalies" | "tree-head"]
             | ["", "v1", "audit", "proof", "inclusion" | "consistency"],
         ) => Err(ApiError::new(
@@ -479,7 +512,7 @@ fn catalog(state: &AppState) -> Reply {
         .collect();
     Reply {
         status: StatusCode::OK,
-        body: json!({ "datasets": datasets, "service_items": items, "policy_version": state.policy.version }),
+        body: json!({ "datasets": datasets, "service_items": items, "policy_version": state.policy().version }),
         sealed: false,
     }
 }
@@ -703,7 +736,8 @@ async fn lookup(
     body: Lookup,
     entry: &mut AuditEntry,
 ) -> Result<Reply, ApiError> {
-    entry.policy_version = Some(state.policy.version.clone());
+    let policy = state.policy(); // one policy for the whole request
+    entry.policy_version = Some(policy.version.clone());
     if state.catalog.dataset(&body.dataset).is_some() {
         entry.dataset = Some(body.dataset.clone());
     }
@@ -714,7 +748,7 @@ async fn lookup(
         entry.officer.get_or_insert(case.officer);
     }
     let authorized = authorize_lookup(
-        &state.policy,
+        &policy,
         &state.catalog,
         &state.cases,
         agency,
@@ -786,7 +820,7 @@ async fn lookup(
                 "case_id": case.id,
                 "service_item": case.service_item,
                 "dataset_version": table.manifest.version,
-                "policy_version": state.policy.version,
+                "policy_version": policy.version,
                 "served_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             },
         }),
@@ -808,11 +842,12 @@ async fn prefill(
     body: Prefill,
     entry: &mut AuditEntry,
 ) -> Result<Reply, ApiError> {
-    entry.policy_version = Some(state.policy.version.clone());
+    let policy = state.policy(); // one policy for the whole request
+    entry.policy_version = Some(policy.version.clone());
     let subject = body.subject.as_ref().map(SubjectRef::resolve).transpose()?;
     let named = subject.as_ref().map(|s| s.key.clone());
     let authorized = authorize_prefill(
-        &state.policy,
+        &policy,
         &state.catalog,
         &state.cases,
         agency,
@@ -895,7 +930,7 @@ async fn prefill(
             "meta": {
                 "case_id": case.id,
                 "dataset_versions": versions,
-                "policy_version": state.policy.version,
+                "policy_version": policy.version,
                 "served_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             },
         }),
@@ -1141,4 +1176,204 @@ fn proof(state: &AppState, agency: &Agency, kind: &str, query: &str) -> Result<R
         body,
         sealed: false,
     })
+}
+
+/// An application for conditional fields of one dataset.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Apply {
+    dataset: String,
+    fields: Vec<String>,
+    /// A service item code or `purpose:<category>`.
+    purpose: String,
+    #[serde(default)]
+    valid_from: Option<chrono::NaiveDate>,
+    valid_until: chrono::NaiveDate,
+    /// For bulk exports: rows of this area-code prefix only (2–6 digits).
+    #[serde(default)]
+    area_prefix: Option<String>,
+    reason: String,
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+}
+
+async fn apply(
+    state: &Arc<AppState>,
+    agency: &Agency,
+    body: Apply,
+    entry: &mut AuditEntry,
+) -> Result<Reply, ApiError> {
+    let catalog = &state.catalog;
+    let ds = catalog.dataset(&body.dataset).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_dataset",
+            format!(
+                "there is no dataset {}",
+                crate::policy::shown(&body.dataset)
+            ),
+        )
+    })?;
+    entry.dataset = Some(ds.id.clone());
+    if ds.provider == agency.id {
+        return Err(invalid(
+            "a providing agency reads its own conditional data without an application",
+        ));
+    }
+    if body.fields.is_empty() {
+        return Err(invalid("name at least one field"));
+    }
+    let mut fields = Vec::new();
+    for f in &body.fields {
+        let field = ds.field(f).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_field",
+                format!(
+                    "dataset `{}` has no field {}",
+                    ds.id,
+                    crate::policy::shown(f)
+                ),
+            )
+        })?;
+        if field.share != crate::catalog::ShareType::Conditional {
+            return Err(invalid(format!(
+                "`{}` is not shared conditionally: applications are for 有条件共享 fields only",
+                field.qualified
+            )));
+        }
+        if !fields.contains(&field.qualified) {
+            fields.push(field.qualified.clone());
+        }
+    }
+    let purpose_known = match body.purpose.strip_prefix("purpose:") {
+        Some(cat) => catalog.items.iter().any(|i| i.purpose_category == cat),
+        None => catalog.item(&body.purpose).is_some(),
+    };
+    if !purpose_known {
+        return Err(invalid(format!(
+            "unknown purpose {} (a service item code or `purpose:<category>`)",
+            crate::policy::shown(&body.purpose)
+        )));
+    }
+    let today = crate::policy::local_date(Utc::now());
+    let valid_from = body.valid_from.unwrap_or(today);
+    if body.valid_until < valid_from.max(today) {
+        return Err(invalid(
+            "`valid_until` must not be before `valid_from` or today",
+        ));
+    }
+    if let Some(p) = &body.area_prefix
+        && !(2..=6).contains(&p.len())
+    {
+        return Err(invalid("`area_prefix` is 2 to 6 digits of an area code"));
+    }
+    if body
+        .area_prefix
+        .as_deref()
+        .is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(invalid("`area_prefix` is 2 to 6 digits of an area code"));
+    }
+    let reason = body.reason.trim().to_string();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(invalid(
+            "`reason` states the legal basis, in 1 to 500 characters",
+        ));
+    }
+    let new = crate::policy::applications::NewApplication {
+        agency: agency.id.clone(),
+        dataset: ds.id.clone(),
+        provider: ds.provider.clone(),
+        fields,
+        purpose: body.purpose,
+        valid_from,
+        valid_until: body.valid_until,
+        area_prefix: body.area_prefix,
+        reason,
+    };
+    let st = state.clone();
+    let application = blocking(move || st.applications.apply(new, Utc::now()))
+        .await?
+        .map_err(application_error)?;
+    Ok(Reply {
+        status: StatusCode::CREATED,
+        body: json!({ "application": application }),
+        sealed: false,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decide {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// The providing agency's steward approves or refuses; an approval is in
+/// force as soon as the policy is recompiled with it (here, before the
+/// answer).
+async fn decide(
+    state: &Arc<AppState>,
+    agency: &Agency,
+    id: &str,
+    approve: bool,
+    body: Decide,
+    entry: &mut AuditEntry,
+) -> Result<Reply, ApiError> {
+    let reason = body
+        .reason
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
+    if !approve && reason.is_none() {
+        return Err(invalid("a refusal states its `reason`"));
+    }
+    if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+        return Err(invalid("`reason` is at most 500 characters"));
+    }
+    let (st, agency_id, app_id) = (state.clone(), agency.id.clone(), id.to_string());
+    let application = blocking(move || {
+        st.applications
+            .decide(&app_id, &agency_id, approve, reason, Utc::now())
+    })
+    .await?
+    .map_err(application_error)?;
+    entry.dataset = Some(application.dataset.clone());
+    let in_force = match state.reload_policy(true).await {
+        crate::api::Reload::Rejected(_) => false,
+        _ => approve,
+    };
+    entry.policy_version = Some(state.policy().version.clone());
+    Ok(Reply {
+        status: StatusCode::OK,
+        body: json!({ "application": application, "in_force": in_force, "policy_version": state.policy().version }),
+        sealed: false,
+    })
+}
+
+fn application_error(e: crate::policy::applications::ApplicationError) -> ApiError {
+    use crate::policy::applications::ApplicationError as E;
+    match e {
+        E::NotFound(_) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "application_not_found",
+            e.to_string(),
+        ),
+        E::NotProvider { .. } => {
+            ApiError::new(StatusCode::FORBIDDEN, "not_provider", e.to_string())
+        }
+        E::AlreadyDecided(_) => {
+            ApiError::new(StatusCode::CONFLICT, "already_decided", e.to_string())
+        }
+        E::Journal { .. } => {
+            tracing::error!(error = %e, "application journal write failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the application journal cannot be written; try again later",
+            )
+        }
+    }
 }

@@ -195,6 +195,9 @@ impl Settings {
     pub fn cases_file(&self) -> PathBuf {
         self.data_dir.join("cases.jsonl")
     }
+    pub fn applications_file(&self) -> PathBuf {
+        self.data_dir.join("applications.jsonl")
+    }
     pub fn seal_key_file(&self) -> PathBuf {
         self.data_dir.join("seal").join("seal-key.pk8")
     }

@@ -4,6 +4,7 @@
 //! masking. [`Authorized`] can only be made here: a request that passed the
 //! policy is a different type from one that has not.
 
+pub mod applications;
 pub mod cases;
 pub mod mask;
 
@@ -497,13 +498,23 @@ fn model_essence(text: &str) -> String {
 impl PolicySet {
     /// Load, validate and compile the policy in `dir` against `catalog`.
     pub async fn load(dir: &Path, catalog: &Catalog) -> Result<PolicySet, ConfigErrors> {
+        PolicySet::load_with(dir, catalog, &[]).await
+    }
+
+    /// [`PolicySet::load`] plus applications approved through the API
+    /// (they count towards the policy version too).
+    pub async fn load_with(
+        dir: &Path,
+        catalog: &Catalog,
+        approved: &[Application],
+    ) -> Result<PolicySet, ConfigErrors> {
         let model_path = dir.join(MODEL_FILE);
         let model_src = Source::read(&model_path)?;
         let rules_src = Source::read(&dir.join(RULES_FILE))?;
         let apps_src = Source::read(&dir.join(APPLICATIONS_FILE))?;
         let mut errors = Vec::new();
         let rules = parse_rules(&rules_src, catalog, &mut errors);
-        let applications = parse_applications(&apps_src, catalog, &mut errors);
+        let mut applications = parse_applications(&apps_src, catalog, &mut errors);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -518,6 +529,21 @@ impl PolicySet {
         for s in [&model_src, &rules_src, &apps_src] {
             hasher.update(s.text.as_bytes());
         }
+        for a in approved {
+            hasher.update(
+                format!(
+                    "{}|{}|{}|{}|{}|{}\n",
+                    a.id,
+                    a.agency,
+                    a.fields.join(","),
+                    a.purpose,
+                    a.approved_on,
+                    a.valid_until
+                )
+                .as_bytes(),
+            );
+        }
+        applications.extend(approved.iter().cloned());
         let version = hex::encode(hasher.finish().as_ref());
 
         PolicySet::from_parts(catalog, &model_src.text, rules, applications, version)

@@ -341,6 +341,67 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
     answered += 1;
     assert_refused(&r, 422, "wrong_subject_kind");
 
+    // Conditional sharing, apply and approve: the marriage registry may not
+    // read 民族 (conditional) until public security approves an application.
+    let ethnicity = lookup(&id1, json!({ "fields": ["ethnicity"] }));
+    let r = post(&b, "xj-mzt", "/v1/cases/MZ-T-1/lookup", ethnicity.clone()).await;
+    answered += 1;
+    assert_refused(&r, 403, "fields_denied");
+    let apply = json!({ "dataset": "population", "fields": ["ethnicity"], "purpose": "XJ-MZ-0201", "valid_until": "2099-12-31", "reason": "民族 is recorded on the marriage certificate" });
+    let r = post(&b, "xj-mzt", "/v1/applications", apply).await;
+    answered += 1;
+    assert_eq!(r.0, 201, "{}", r.1);
+    assert_eq!(r.1["application"]["status"], "pending");
+    assert_eq!(r.1["application"]["provider"], "xj-gat");
+    let app_id = r.1["application"]["id"].as_str().expect("id").to_string();
+    let r = post(
+        &b,
+        "xj-mzt",
+        &format!("/v1/applications/{app_id}/approve"),
+        json!({}),
+    )
+    .await;
+    answered += 1;
+    assert_refused(&r, 403, "not_provider");
+    let r = post(
+        &b,
+        "xj-gat",
+        &format!("/v1/applications/{app_id}/refuse"),
+        json!({}),
+    )
+    .await;
+    answered += 1;
+    assert_refused(&r, 422, "invalid_request");
+    let r = post(
+        &b,
+        "xj-gat",
+        &format!("/v1/applications/{app_id}/approve"),
+        json!({ "reason": "Art. 31: for this item only" }),
+    )
+    .await;
+    answered += 1;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(r.1["in_force"], true);
+    let r = post(&b, "xj-mzt", "/v1/cases/MZ-T-1/lookup", ethnicity).await;
+    answered += 1;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(
+        keys(&r.1["data"]["fields"]),
+        ["ethnicity".to_string()].into_iter().collect()
+    );
+    let r = post(
+        &b,
+        "xj-gat",
+        &format!("/v1/applications/{app_id}/approve"),
+        json!({}),
+    )
+    .await;
+    answered += 1;
+    assert_refused(&r, 409, "already_decided");
+    let r = post(&b, "xj-gat", "/v1/applications", json!({ "dataset": "population", "fields": ["ethnicity"], "purpose": "XJ-MZ-0201", "valid_until": "2099-12-31", "reason": "x" })).await;
+    answered += 1;
+    assert_refused(&r, 422, "invalid_request");
+
     // Bad input.
     let r = call(
         &b,
@@ -503,7 +564,7 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
         .collect();
     assert_eq!(
         entries.len(),
-        7,
+        9,
         "lookups and prefill naming the applicant: {routes:?}"
     );
     assert!(
@@ -614,7 +675,7 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
     .expect("report");
     assert_eq!(r.0, 200, "{}", r.1);
     let accesses = r.1["accesses"].as_array().expect("accesses");
-    assert_eq!(accesses.len(), 7);
+    assert_eq!(accesses.len(), 9);
     assert_eq!(accesses[0]["agency_name"], "新疆维吾尔自治区民政厅");
     assert_eq!(accesses[0]["service_item_name"], "内地居民结婚登记");
     assert!(

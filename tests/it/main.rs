@@ -4,3 +4,4 @@
 mod crash;
 mod e2e;
 mod fixture;
+mod reload;
