@@ -6,6 +6,7 @@
 
 pub mod cases;
 pub mod mask;
+pub mod steward;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
