@@ -14,7 +14,7 @@ use sharebroker::connectors;
 use sharebroker::datagen::{GenOptions, generate};
 use sharebroker::ingest::{identifier_problem, subject_key};
 use sharebroker::pki;
-use sharebroker::policy::PolicySet;
+use sharebroker::policy::{PolicySet, steward};
 use sharebroker::pull;
 use sharebroker::seal;
 
@@ -105,8 +105,31 @@ enum PkiCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Validate every policy, catalogue and connector file.
+    /// Validate every policy, catalogue and connector file, and report rules that can never
+    /// match, allows shadowed by denies, sensitive fields open to every purpose and duplicate
+    /// rules (exit 1 on errors; warnings are listed).
     Check,
+    /// Run the expected decisions in <policies>/tests/*.toml (or DIR) against the policy.
+    Test {
+        /// Directory of test files (default: <policies>/tests).
+        dir: Option<PathBuf>,
+    },
+    /// Which rule, share type or application decides one field, and why.
+    Explain {
+        #[arg(long)]
+        agency: String,
+        /// `agency:role` or the short role name (default: the agency's first role).
+        #[arg(long)]
+        role: Option<String>,
+        /// A service item code.
+        #[arg(long)]
+        purpose: String,
+        /// `dataset.field`.
+        #[arg(long)]
+        field: String,
+    },
+    /// Access gained and lost between two policy directories (each with its catalogue).
+    Diff { old: PathBuf, new: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -398,6 +421,20 @@ fn main() -> anyhow::Result<()> {
             let catalog = Catalog::load(&s.policies_dir)?;
             let policy = rt.block_on(PolicySet::load(&s.policies_dir, &catalog))?;
             let conns = connectors::load_dir(&s.connectors_dir, &catalog)?;
+            let findings = steward::check(&catalog, &policy);
+            for f in &findings {
+                println!("{f}");
+            }
+            let errors = findings
+                .iter()
+                .filter(|f| f.severity == steward::Severity::Error)
+                .count();
+            if errors > 0 {
+                bail!(
+                    "{errors} errors, {} warnings in the policy",
+                    findings.len() - errors
+                );
+            }
             println!(
                 "ok: {} agencies, {} datasets, {} service items, {} rules, {} applications, {} plans, {} connectors; policy version {}",
                 catalog.agencies.len(),
@@ -409,6 +446,73 @@ fn main() -> anyhow::Result<()> {
                 conns.len(),
                 policy.version
             );
+            if !findings.is_empty() {
+                println!("{} warning(s), no errors", findings.len());
+            }
+            Ok(())
+        }
+        Command::Policy {
+            command: PolicyCommand::Test { dir },
+        } => {
+            let catalog = Catalog::load(&s.policies_dir)?;
+            let policy = rt.block_on(PolicySet::load(&s.policies_dir, &catalog))?;
+            let dir = dir
+                .clone()
+                .unwrap_or_else(|| s.policies_dir.join(steward::TESTS_DIR));
+            let files = steward::test_files(&dir)?;
+            if files.is_empty() {
+                bail!("no test files (*.toml) in {}", dir.display());
+            }
+            let (mut cases, mut failed) = (0, 0);
+            for f in &files {
+                let these = steward::load_cases(f, &catalog)?;
+                cases += these.len();
+                for m in steward::run_cases(&catalog, &policy, &these) {
+                    println!("FAIL {m}");
+                    failed += 1;
+                }
+            }
+            if failed > 0 {
+                bail!("{failed} of {cases} expected decisions failed");
+            }
+            println!("ok: {cases} expected decisions in {} files", files.len());
+            Ok(())
+        }
+        Command::Policy {
+            command:
+                PolicyCommand::Explain {
+                    agency,
+                    role,
+                    purpose,
+                    field,
+                },
+        } => {
+            let catalog = Catalog::load(&s.policies_dir)?;
+            let policy = rt.block_on(PolicySet::load(&s.policies_dir, &catalog))?;
+            let today = sharebroker::policy::local_date(chrono::Utc::now());
+            let e = steward::explain(
+                &catalog,
+                &policy,
+                agency,
+                role.as_deref(),
+                purpose,
+                field,
+                today,
+            )?;
+            println!("{e}");
+            Ok(())
+        }
+        Command::Policy {
+            command: PolicyCommand::Diff { old, new },
+        } => {
+            let load = |dir: &PathBuf| -> anyhow::Result<PolicySet> {
+                let catalog = Catalog::load(dir)
+                    .with_context(|| format!("loading the catalogue in {}", dir.display()))?;
+                rt.block_on(PolicySet::load(dir, &catalog))
+                    .with_context(|| format!("loading the policy in {}", dir.display()))
+            };
+            let (a, b) = (load(old)?, load(new)?);
+            println!("{}", steward::diff(&a, &b));
             Ok(())
         }
         Command::Seal {

@@ -7,6 +7,7 @@
 pub mod applications;
 pub mod cases;
 pub mod mask;
+pub mod steward;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
