@@ -419,7 +419,10 @@ fn main() -> anyhow::Result<()> {
             command: PolicyCommand::Check,
         } => {
             let catalog = Catalog::load(&s.policies_dir)?;
-            let policy = rt.block_on(PolicySet::load(&s.policies_dir, &catalog))?;
+            // With the applications approved through the API, as served.
+            let approved =
+                sharebroker::policy::applications::read_approved(&s.applications_file())?;
+            let policy = rt.block_on(PolicySet::load_with(&s.policies_dir, &catalog, &approved))?;
             let conns = connectors::load_dir(&s.connectors_dir, &catalog)?;
             let findings = steward::check(&catalog, &policy);
             for f in &findings {
@@ -488,7 +491,10 @@ fn main() -> anyhow::Result<()> {
                 },
         } => {
             let catalog = Catalog::load(&s.policies_dir)?;
-            let policy = rt.block_on(PolicySet::load(&s.policies_dir, &catalog))?;
+            // With the applications approved through the API, as served.
+            let approved =
+                sharebroker::policy::applications::read_approved(&s.applications_file())?;
+            let policy = rt.block_on(PolicySet::load_with(&s.policies_dir, &catalog, &approved))?;
             let today = sharebroker::policy::local_date(chrono::Utc::now());
             let e = steward::explain(
                 &catalog,

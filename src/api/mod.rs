@@ -88,7 +88,11 @@ impl AppState {
             catalog,
             policy: RwLock::new(Arc::new(policy)),
             policies_dir: s.policies_dir.clone(),
-            policy_files: Mutex::new(policy_files),
+            policy_files: Mutex::new(PolicyFiles {
+                loaded: policy_files,
+                seen: None,
+            }),
+            reloading: tokio::sync::Mutex::new(()),
             applications,
             cases: CaseBook::open(&s.cases_file())?,
             tables,
@@ -132,8 +136,10 @@ pub struct AppState {
     // std RwLock: held only to clone or replace the Arc, never across an await.
     policy: RwLock<Arc<PolicySet>>,
     policies_dir: PathBuf,
-    /// Fingerprint of the policy files last loaded (or last found bad).
-    policy_files: Mutex<String>,
+    /// Fingerprints of the policy files last loaded and last seen.
+    policy_files: Mutex<PolicyFiles>,
+    /// Held across a whole reload: reloads never overlap.
+    reloading: tokio::sync::Mutex<()>,
     pub applications: ApplicationBook,
     pub cases: CaseBook,
     /// Golden tables by subject kind, as loaded at start.
@@ -163,6 +169,13 @@ fn policy_fingerprint(dir: &Path) -> String {
     hex::encode(h.finish().as_ref())
 }
 
+/// The policy files as last loaded (or last found bad), and a change seen
+/// once but not yet loaded.
+struct PolicyFiles {
+    loaded: String,
+    seen: Option<String>,
+}
+
 /// What a reload did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reload {
@@ -183,24 +196,54 @@ impl AppState {
     }
 
     /// Reload the policy if its files changed (or `force`, after an
-    /// application was decided): validated and compiled aside, then swapped
-    /// in atomically. A bad file is reported and the last good policy stays.
+    /// application was decided): validated, checked and compiled aside,
+    /// then swapped in atomically. A bad file is reported and the last good
+    /// policy stays. A polled change is taken only once the files read the
+    /// same on two polls in a row, so a file caught mid-write is not loaded;
+    /// reloads never overlap, so a slower one cannot undo a newer one.
     pub async fn reload_policy(&self, force: bool) -> Reload {
+        let _one_at_a_time = self.reloading.lock().await;
         let fingerprint = policy_fingerprint(&self.policies_dir);
         {
-            let mut last = self.policy_files.lock().unwrap_or_else(|e| e.into_inner());
-            if !force && *last == fingerprint {
-                return Reload::Unchanged;
+            let mut files = self.policy_files.lock().unwrap_or_else(|e| e.into_inner());
+            if !force {
+                if files.loaded == fingerprint {
+                    files.seen = None;
+                    return Reload::Unchanged;
+                }
+                if files.seen.as_deref() != Some(fingerprint.as_str()) {
+                    files.seen = Some(fingerprint);
+                    return Reload::Unchanged;
+                }
             }
-            *last = fingerprint;
+            files.loaded = fingerprint;
+            files.seen = None;
         }
-        match PolicySet::load_with(
-            &self.policies_dir,
-            &self.catalog,
-            &self.applications.approved(),
-        )
+        let (dir, catalog, approved) = (
+            self.policies_dir.clone(),
+            self.catalog.clone(),
+            self.applications.approved(),
+        );
+        let handle = tokio::runtime::Handle::current();
+        // Compiling is CPU work (100 ms at 10,000 rules): off the async workers.
+        let loaded = tokio::task::spawn_blocking(move || {
+            let policy = handle
+                .block_on(PolicySet::load_with(&dir, &catalog, &approved))
+                .map_err(|e| e.to_string())?;
+            let errors: Vec<String> = crate::policy::steward::check(&catalog, &policy)
+                .into_iter()
+                .filter(|f| f.severity == crate::policy::steward::Severity::Error)
+                .map(|f| f.to_string())
+                .collect();
+            if errors.is_empty() {
+                Ok(policy)
+            } else {
+                Err(errors.join("\n"))
+            }
+        })
         .await
-        {
+        .unwrap_or_else(|e| Err(format!("policy compilation failed: {e}")));
+        match loaded {
             Ok(p) => {
                 let version = p.version.clone();
                 *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
@@ -209,7 +252,7 @@ impl AppState {
             }
             Err(e) => {
                 tracing::error!(errors = %e, "policy files are invalid; the last good policy stays in force");
-                Reload::Rejected(e.to_string())
+                Reload::Rejected(e)
             }
         }
     }

@@ -1265,17 +1265,12 @@ async fn apply(
             "`valid_until` must not be before `valid_from` or today",
         ));
     }
-    if let Some(p) = &body.area_prefix
-        && !(2..=6).contains(&p.len())
-    {
-        return Err(invalid("`area_prefix` is 2 to 6 digits of an area code"));
-    }
-    if body
-        .area_prefix
-        .as_deref()
-        .is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(invalid("`area_prefix` is 2 to 6 digits of an area code"));
+    // A row filter only means something for bulk exports, which are not
+    // built yet: accepting one now would grant every row to point lookups.
+    if body.area_prefix.is_some() {
+        return Err(invalid(
+            "`area_prefix` (a row filter for bulk exports) is not supported yet: apply without it",
+        ));
     }
     let reason = body.reason.trim().to_string();
     if reason.is_empty() || reason.chars().count() > 500 {
@@ -1334,17 +1329,28 @@ async fn decide(
         return Err(invalid("`reason` is at most 500 characters"));
     }
     let (st, agency_id, app_id) = (state.clone(), agency.id.clone(), id.to_string());
-    let application = blocking(move || {
-        st.applications
-            .decide(&app_id, &agency_id, approve, reason, Utc::now())
+    let handle = tokio::runtime::Handle::current();
+    // Decision and recompilation run together off the request: even if the
+    // client goes away, a recorded approval is compiled into the policy.
+    let (decided, reloaded) = blocking(move || {
+        let decided = st
+            .applications
+            .decide(&app_id, &agency_id, approve, reason, Utc::now());
+        let reloaded = decided
+            .is_ok()
+            .then(|| handle.block_on(st.reload_policy(true)));
+        (decided, reloaded)
     })
-    .await?
-    .map_err(application_error)?;
+    .await?;
+    let application = decided.map_err(application_error)?;
     entry.dataset = Some(application.dataset.clone());
-    let in_force = match state.reload_policy(true).await {
-        crate::api::Reload::Rejected(_) => false,
-        _ => approve,
-    };
+    let today = crate::policy::local_date(Utc::now());
+    let in_force =
+        approve
+            && !matches!(reloaded, Some(crate::api::Reload::Rejected(_)) | None)
+            && state.applications.approved().iter().any(|a| {
+                a.id == application.id && (a.approved_on..=a.valid_until).contains(&today)
+            });
     entry.policy_version = Some(state.policy().version.clone());
     Ok(Reply {
         status: StatusCode::OK,

@@ -141,6 +141,9 @@ pub struct Catalog {
     pub agencies: Vec<Agency>,
     pub datasets: Vec<Dataset>,
     pub items: Vec<ServiceItem>,
+    /// SHA-256 (hex) of the three files as loaded: what a policy version
+    /// names, even if the files change on disk afterwards.
+    pub fingerprint: String,
     by_certificate_name: HashMap<String, usize>,
 }
 
@@ -170,10 +173,15 @@ impl Catalog {
                 by_certificate_name.insert(n.clone(), i);
             }
         }
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        for src in [&agencies_src, &catalog_src, &items_src] {
+            hasher.update(src.text.as_bytes());
+        }
         Ok(Catalog {
             agencies,
             datasets,
             items,
+            fingerprint: hex::encode(hasher.finish().as_ref()),
             by_certificate_name,
         })
     }

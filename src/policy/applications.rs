@@ -89,6 +89,75 @@ pub struct NewApplication {
     pub reason: String,
 }
 
+/// The applications in a journal's complete lines.
+fn replay(bytes: &[u8]) -> Result<BTreeMap<String, SharingApplication>, String> {
+    let mut apps = BTreeMap::new();
+    for (line_no, line) in journal::complete_lines(bytes) {
+        match serde_json::from_slice::<JournalLine>(line)
+            .map_err(|e| format!("line {line_no}: {e}"))?
+        {
+            JournalLine::Apply { application } => {
+                apps.insert(application.id.clone(), application);
+            }
+            JournalLine::Decide {
+                id,
+                status,
+                by,
+                at,
+                reason,
+            } => {
+                if let Some(a) = apps.get_mut(&id) {
+                    a.status = status;
+                    a.decided_by = Some(by);
+                    a.decided_at = Some(at);
+                    a.decision_reason = reason;
+                }
+            }
+        }
+    }
+    Ok(apps)
+}
+
+/// Applications approved in a journal, read without opening it for writing
+/// (beside a running broker); none if there is no journal.
+pub fn read_approved(path: &Path) -> Result<Vec<Application>, ApplicationError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(ApplicationError::Journal {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    let apps = replay(&bytes).map_err(|reason| ApplicationError::Journal {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    Ok(apps
+        .values()
+        .filter(|a| a.status == Status::Approved)
+        .map(as_policy)
+        .collect())
+}
+
+/// An approved application as the policy uses it: in force from the later
+/// of the day asked for and the day of the approval (China Standard Time).
+fn as_policy(a: &SharingApplication) -> Application {
+    Application {
+        id: a.id.clone(),
+        agency: a.agency.clone(),
+        fields: a.fields.clone(),
+        purpose: a.purpose.clone(),
+        approved_by: a.provider.clone(),
+        approved_on: a
+            .decided_at
+            .map_or(a.valid_from, |t| a.valid_from.max(super::local_date(t))),
+        valid_until: a.valid_until,
+    }
+}
+
 pub struct ApplicationBook {
     path: PathBuf,
     // std Mutex: no await while held; each change is an append + fsync.
@@ -110,30 +179,7 @@ impl ApplicationBook {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(err(e.to_string())),
         };
-        let mut apps = BTreeMap::new();
-        for (line_no, line) in journal::complete_lines(&bytes) {
-            match serde_json::from_slice::<JournalLine>(line)
-                .map_err(|e| err(format!("line {line_no}: {e}")))?
-            {
-                JournalLine::Apply { application } => {
-                    apps.insert(application.id.clone(), application);
-                }
-                JournalLine::Decide {
-                    id,
-                    status,
-                    by,
-                    at,
-                    reason,
-                } => {
-                    if let Some(a) = apps.get_mut(&id) {
-                        a.status = status;
-                        a.decided_by = Some(by);
-                        a.decided_at = Some(at);
-                        a.decision_reason = reason;
-                    }
-                }
-            }
-        }
+        let apps = replay(&bytes).map_err(err)?;
         let good = journal::complete_len(&bytes);
         if good < bytes.len() {
             journal::truncate(path, good as u64).map_err(|e| err(e.to_string()))?;
@@ -259,15 +305,7 @@ impl ApplicationBook {
             .0
             .values()
             .filter(|a| a.status == Status::Approved)
-            .map(|a| Application {
-                id: a.id.clone(),
-                agency: a.agency.clone(),
-                fields: a.fields.clone(),
-                purpose: a.purpose.clone(),
-                approved_by: a.provider.clone(),
-                approved_on: a.valid_from,
-                valid_until: a.valid_until,
-            })
+            .map(as_policy)
             .collect()
     }
 }

@@ -520,13 +520,8 @@ impl PolicySet {
             return Err(ConfigErrors(errors));
         }
         let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-        for f in [
-            crate::catalog::AGENCIES_FILE,
-            crate::catalog::CATALOG_FILE,
-            crate::catalog::SERVICE_ITEMS_FILE,
-        ] {
-            hasher.update(&std::fs::read(dir.join(f)).unwrap_or_default());
-        }
+        // The catalogue as loaded, not as it may be on disk now.
+        hasher.update(catalog.fingerprint.as_bytes());
         for s in [&model_src, &rules_src, &apps_src] {
             hasher.update(s.text.as_bytes());
         }

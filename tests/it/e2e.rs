@@ -354,6 +354,18 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
     assert_eq!(r.1["application"]["status"], "pending");
     assert_eq!(r.1["application"]["provider"], "xj-gat");
     let app_id = r.1["application"]["id"].as_str().expect("id").to_string();
+    let with_filter = json!({ "dataset": "population", "fields": ["ethnicity"], "purpose": "XJ-MZ-0201", "valid_until": "2099-12-31", "reason": "r", "area_prefix": "6531" });
+    let r = post(&b, "xj-mzt", "/v1/applications", with_filter).await;
+    answered += 1;
+    assert_refused(&r, 422, "invalid_request");
+    assert!(
+        r.1["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("not supported yet"),
+        "{}",
+        r.1
+    );
     let r = post(
         &b,
         "xj-mzt",

@@ -42,6 +42,12 @@ async fn policy_files_reload_atomically_and_bad_ones_are_refused() {
     );
     assert_ne!(rules, withdrawn);
     std::fs::write(policies.join("policy.csv"), &withdrawn).expect("write");
+    // A change is taken once the files read the same on two polls.
+    assert_eq!(
+        state.reload_policy(false).await,
+        Reload::Unchanged,
+        "first sight of a change waits"
+    );
     let v2 = match state.reload_policy(false).await {
         Reload::Swapped(v) => v,
         other => panic!("expected a swap, got {other:?}"),
@@ -58,6 +64,7 @@ async fn policy_files_reload_atomically_and_bad_ones_are_refused() {
         format!("{withdrawn}p, xj-mzt:nobody, population.name, read_clear, XJ-MZ-0201, allow\n"),
     )
     .expect("write");
+    assert_eq!(state.reload_policy(false).await, Reload::Unchanged);
     match state.reload_policy(false).await {
         Reload::Rejected(msg) => assert!(
             msg.contains("policy.csv:") && msg.contains("unknown role `xj-mzt:nobody`"),
@@ -75,6 +82,7 @@ async fn policy_files_reload_atomically_and_bad_ones_are_refused() {
 
     // Fixed: swapped in.
     std::fs::write(policies.join("policy.csv"), &rules).expect("write");
+    assert_eq!(state.reload_policy(false).await, Reload::Unchanged);
     assert!(matches!(state.reload_policy(false).await, Reload::Swapped(v) if v == v1));
     assert!(matches!(name_decision(&state), FieldDecision::Clear { .. }));
 }
