@@ -1265,12 +1265,13 @@ async fn apply(
             "`valid_until` must not be before `valid_from` or today",
         ));
     }
-    // A row filter only means something for bulk exports, which are not
-    // built yet: accepting one now would grant every row to point lookups.
-    if body.area_prefix.is_some() {
-        return Err(invalid(
-            "`area_prefix` (a row filter for bulk exports) is not supported yet: apply without it",
-        ));
+    // A row filter: the approval covers only subjects of this area.
+    if body
+        .area_prefix
+        .as_deref()
+        .is_some_and(|p| !crate::policy::valid_area_prefix(p))
+    {
+        return Err(invalid("`area_prefix` is 2 to 6 digits of an area code"));
     }
     let reason = body.reason.trim().to_string();
     if reason.is_empty() || reason.chars().count() > 500 {

@@ -155,6 +155,7 @@ fn as_policy(a: &SharingApplication) -> Application {
             .decided_at
             .map_or(a.valid_from, |t| a.valid_from.max(super::local_date(t))),
         valid_until: a.valid_until,
+        area_prefix: a.area_prefix.clone(),
     }
 }
 

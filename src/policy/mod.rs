@@ -66,22 +66,32 @@ pub struct Application {
     /// In force from this day to `valid_until`, inclusive.
     pub approved_on: NaiveDate,
     pub valid_until: NaiveDate,
+    /// Row filter: only subjects whose area code starts with this.
+    pub area_prefix: Option<String>,
+}
+
+/// The reach of one approved application: the days it is in force and,
+/// with a row filter, the area-code prefix of the subjects it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub from: NaiveDate,
+    pub until: NaiveDate,
+    pub area_prefix: Option<String>,
 }
 
 /// How one field may be read under one (role, purpose).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FieldDecision {
-    /// `windows`: for a conditional field, the (from, until) days of the
-    /// approved applications that cover it; empty when no application is
-    /// needed.
+    /// `windows`: for a conditional field, the reach of the approved
+    /// applications that cover it; empty when no application is needed.
     Clear {
         rule: String,
-        windows: Vec<(NaiveDate, NaiveDate)>,
+        windows: Vec<Window>,
     },
     Masked {
         rule: String,
         mask: MaskKind,
-        windows: Vec<(NaiveDate, NaiveDate)>,
+        windows: Vec<Window>,
     },
     Denied {
         reason: String,
@@ -110,22 +120,42 @@ impl Plan {
 }
 
 impl FieldDecision {
-    /// How the field may be read on `today` (an application's validity is
-    /// checked here): the access and its deciding rule, or why it is
-    /// withheld. Allocates only to explain an application out of force.
+    /// How the field may be read on `today`, whatever the subject (for
+    /// stewards' tools): see [`FieldDecision::access_for`].
     pub fn access(&self, today: NaiveDate) -> Result<(Access, &str), Cow<'_, str>> {
+        self.access_for(today, None)
+    }
+
+    /// How the field may be read on `today` about a subject of area code
+    /// `area` (the request path always names it): an application must be
+    /// in force that day and, if it has a row filter, cover the subject's
+    /// area. The access and its deciding rule, or why it is withheld.
+    /// Allocates only to explain an application that does not apply.
+    pub fn access_for(
+        &self,
+        today: NaiveDate,
+        area: Option<&str>,
+    ) -> Result<(Access, &str), Cow<'_, str>> {
         match self {
             FieldDecision::Clear { windows, .. } | FieldDecision::Masked { windows, .. }
                 if !windows.is_empty()
-                    && !windows
-                        .iter()
-                        .any(|(from, until)| (*from..=*until).contains(&today)) =>
+                    && !windows.iter().any(|w| {
+                        (w.from..=w.until).contains(&today)
+                            && area.is_none_or(|a| {
+                                w.area_prefix.as_deref().is_none_or(|p| a.starts_with(p))
+                            })
+                    }) =>
             {
-                let spans: Vec<String> =
-                    windows.iter().map(|(f, u)| format!("{f} to {u}")).collect();
+                let spans: Vec<String> = windows
+                    .iter()
+                    .map(|w| match &w.area_prefix {
+                        Some(p) => format!("{} to {}, area {p}…", w.from, w.until),
+                        None => format!("{} to {}", w.from, w.until),
+                    })
+                    .collect();
                 Err(Cow::Owned(format!(
-                    "no sharing application for this field is in force today (approved for {})",
-                    spans.join(", ")
+                    "no sharing application for this field is in force today for this subject (approved for {})",
+                    spans.join("; ")
                 )))
             }
             FieldDecision::Clear { rule, .. } => Ok((Access::Clear, rule)),
@@ -133,6 +163,21 @@ impl FieldDecision {
             FieldDecision::Denied { reason } => Err(Cow::Borrowed(reason)),
         }
     }
+}
+
+/// Whether `prefix` can be an area-code row filter: 2 to 6 digits.
+pub fn valid_area_prefix(prefix: &str) -> bool {
+    (2..=6).contains(&prefix.len()) && prefix.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The area code in a subject's identifier: the first six digits of a
+/// resident ID number, characters 3–8 of a unified social credit code.
+pub fn subject_area(subject: &Applicant) -> &str {
+    let range = match subject.kind {
+        crate::catalog::SubjectKind::Person => 0..6,
+        crate::catalog::SubjectKind::Organisation => 2..8,
+    };
+    subject.key.get(range).unwrap_or("")
 }
 
 /// The calendar date in Xinjiang's offices (China Standard Time, UTC+8),
@@ -172,6 +217,9 @@ struct RawApplication {
     approved_by: Spanned<String>,
     approved_on: Spanned<toml::value::Datetime>,
     valid_until: Spanned<toml::value::Datetime>,
+    /// Row filter: 2–6 digits of an area code.
+    #[serde(default)]
+    area_prefix: Option<Spanned<String>>,
 }
 
 /// Client text quoted in a refusal, which is returned and audited: only
@@ -372,6 +420,15 @@ fn parse_applications(
                 "ends before `approved_on`",
             ));
         }
+        if let Some(p) = &a.area_prefix
+            && !valid_area_prefix(p.get_ref())
+        {
+            errors.push(src.error_at(
+                p.span(),
+                format!("{key}.area_prefix"),
+                "expected 2 to 6 digits of an area code",
+            ));
+        }
         out.push(Application {
             id: a.id,
             agency: a.agency.into_inner(),
@@ -380,6 +437,7 @@ fn parse_applications(
             approved_by: a.approved_by.into_inner(),
             approved_on,
             valid_until,
+            area_prefix: a.area_prefix.map(Spanned::into_inner),
         });
     }
     out
@@ -648,7 +706,7 @@ impl PolicySet {
                 let purpose_cat = format!("purpose:{}", req.category);
                 // Every covering application counts: one expired or not yet
                 // in force must not hide another that is.
-                let windows: Vec<(NaiveDate, NaiveDate)> = self
+                let windows: Vec<Window> = self
                     .applications
                     .iter()
                     .filter(|a| {
@@ -656,7 +714,11 @@ impl PolicySet {
                             && a.fields.contains(&field.qualified)
                             && (a.purpose == item || a.purpose == purpose_cat)
                     })
-                    .map(|a| (a.approved_on, a.valid_until))
+                    .map(|a| Window {
+                        from: a.approved_on,
+                        until: a.valid_until,
+                        area_prefix: a.area_prefix.clone(),
+                    })
                     .collect();
                 if windows.is_empty() {
                     return FieldDecision::Denied {
@@ -893,7 +955,7 @@ pub fn authorize_lookup(
                 .collect()
         };
     for (name, decision) in decisions {
-        match decision.access(today) {
+        match decision.access_for(today, Some(subject_area(subject))) {
             Ok((access, rule)) => granted.push((name.to_string(), access, rule.to_string())),
             Err(reason) => withheld.push((name.to_string(), reason.into_owned())),
         }
@@ -1002,10 +1064,13 @@ pub fn authorize_prefill(
                             subject.kind.as_str()
                         )),
                         Some((d, f)) => match policy.plan(&case.role, &case.service_item, &d.id) {
-                            Some(plan) => plan
-                                .access(&f.name, today)
-                                .map(|(a, r)| (a, r.to_string()))
-                                .map_err(Cow::into_owned),
+                            Some(plan) => match plan.decision(&f.name) {
+                                Some(decision) => decision
+                                    .access_for(today, Some(subject_area(&subject)))
+                                    .map(|(a, r)| (a, r.to_string()))
+                                    .map_err(Cow::into_owned),
+                                None => Err("no decision in the plan (default deny)".into()),
+                            },
                             None => Err("no decision in the plan (default deny)".into()),
                         },
                     };
@@ -1200,9 +1265,14 @@ mod tests {
     fn applications_grant_only_inside_their_windows() {
         let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
         // An expired application listed first must not hide a valid one.
+        let w = |from: &str, until: &str, area: Option<&str>| Window {
+            from: d(from),
+            until: d(until),
+            area_prefix: area.map(str::to_string),
+        };
         let windows = vec![
-            (d("2025-01-01"), d("2025-12-31")),
-            (d("2026-03-01"), d("2026-12-31")),
+            w("2025-01-01", "2025-12-31", None),
+            w("2026-03-01", "2026-12-31", None),
         ];
         let plan = Plan {
             fields: vec![(
@@ -1222,6 +1292,22 @@ mod tests {
             "{err}"
         );
         assert!(plan.access("f", d("2027-01-01")).is_err());
+        // A row filter: only subjects of its area, on its days.
+        let filtered = FieldDecision::Masked {
+            rule: "r".into(),
+            mask: MaskKind::Full,
+            windows: vec![w("2026-01-01", "2026-12-31", Some("6531"))],
+        };
+        assert!(filtered.access_for(d("2026-06-01"), Some("653101")).is_ok());
+        let err = filtered
+            .access_for(d("2026-06-01"), Some("650102"))
+            .unwrap_err();
+        assert!(err.contains("area 6531"), "{err}");
+        assert!(
+            filtered
+                .access_for(d("2027-06-01"), Some("653101"))
+                .is_err()
+        );
     }
 
     #[test]

@@ -354,18 +354,45 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
     assert_eq!(r.1["application"]["status"], "pending");
     assert_eq!(r.1["application"]["provider"], "xj-gat");
     let app_id = r.1["application"]["id"].as_str().expect("id").to_string();
-    let with_filter = json!({ "dataset": "population", "fields": ["ethnicity"], "purpose": "XJ-MZ-0201", "valid_until": "2099-12-31", "reason": "r", "area_prefix": "6531" });
+    // A row filter: an approval for area 81… (Hong Kong residence permits)
+    // does not open a Xinjiang resident's 民族 under another purpose.
+    let with_filter = json!({ "dataset": "population", "fields": ["ethnicity"], "purpose": "XJ-MZ-0305", "valid_until": "2099-12-31", "reason": "r", "area_prefix": "81" });
     let r = post(&b, "xj-mzt", "/v1/applications", with_filter).await;
     answered += 1;
-    assert_refused(&r, 422, "invalid_request");
+    assert_eq!(r.0, 201, "{}", r.1);
+    let filtered_id = r.1["application"]["id"].as_str().expect("id").to_string();
+    let r = post(
+        &b,
+        "xj-gat",
+        &format!("/v1/applications/{filtered_id}/approve"),
+        json!({}),
+    )
+    .await;
+    answered += 1;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let r = post(&b, "xj-mzt", "/v1/cases", json!({ "case_id": "MZ-T-SA", "service_item": "XJ-MZ-0305", "role": "social_assistance", "officer": "o", "applicants": [{ "id_number": id1 }] })).await;
+    answered += 1;
+    assert_eq!(r.0, 201, "{}", r.1);
+    let r = post(
+        &b,
+        "xj-mzt",
+        "/v1/cases/MZ-T-SA/lookup",
+        lookup(&id1, json!({ "fields": ["ethnicity"] })),
+    )
+    .await;
+    answered += 1;
+    assert_refused(&r, 403, "fields_denied");
     assert!(
-        r.1["error"]["message"]
+        r.1["error"]["withheld"][0]["reason"]
             .as_str()
-            .expect("message")
-            .contains("not supported yet"),
+            .expect("reason")
+            .contains("area 81"),
         "{}",
         r.1
     );
+    let r = post(&b, "xj-mzt", "/v1/applications", json!({ "dataset": "population", "fields": ["ethnicity"], "purpose": "XJ-MZ-0305", "valid_until": "2099-12-31", "reason": "r", "area_prefix": "65x" })).await;
+    answered += 1;
+    assert_refused(&r, 422, "invalid_request");
     let r = post(
         &b,
         "xj-mzt",
@@ -576,7 +603,7 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
         .collect();
     assert_eq!(
         entries.len(),
-        9,
+        10,
         "lookups and prefill naming the applicant: {routes:?}"
     );
     assert!(
@@ -687,7 +714,7 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
     .expect("report");
     assert_eq!(r.0, 200, "{}", r.1);
     let accesses = r.1["accesses"].as_array().expect("accesses");
-    assert_eq!(accesses.len(), 9);
+    assert_eq!(accesses.len(), 10);
     assert_eq!(accesses[0]["agency_name"], "新疆维吾尔自治区民政厅");
     assert_eq!(accesses[0]["service_item_name"], "内地居民结婚登记");
     assert!(
