@@ -1189,7 +1189,7 @@ struct Apply {
     #[serde(default)]
     valid_from: Option<chrono::NaiveDate>,
     valid_until: chrono::NaiveDate,
-    /// For bulk exports: rows of this area-code prefix only (2–6 digits).
+    /// Row filter: only subjects of this area-code prefix (2–6 digits).
     #[serde(default)]
     area_prefix: Option<String>,
     reason: String,

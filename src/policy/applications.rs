@@ -50,7 +50,8 @@ pub struct SharingApplication {
     pub purpose: String,
     pub valid_from: NaiveDate,
     pub valid_until: NaiveDate,
-    /// For bulk exports: only rows whose area code starts with this.
+    /// Row filter: the approval covers only subjects whose area code
+    /// starts with this (point lookups now, bulk exports later).
     pub area_prefix: Option<String>,
     /// Why the applicant needs the data (its legal basis).
     pub reason: String,
