@@ -509,12 +509,18 @@ pub struct Evaluation<'r> {
 /// and a deny of `read_masked` also matches `read_clear`.
 fn rule_matches(rule: &Rule, req: &Request<'_>, action: &str) -> bool {
     rule.role == req.role
-        && (rule.object == req.field.qualified
-            || rule.object.strip_prefix("dataset:") == Some(req.dataset)
-            || rule.object.strip_prefix("tag:") == Some(req.field.sensitivity.as_str()))
+        && object_covers(&rule.object, req.dataset, req.field)
         && (rule.action == action
             || (action == READ_CLEAR && rule.action == READ_MASKED && !rule.allow))
         && (rule.purpose == req.item || rule.purpose.strip_prefix("purpose:") == Some(req.category))
+}
+
+/// Whether a rule's object names `field` of dataset `dataset`: the field
+/// itself, its `dataset:<id>` or its `tag:<sensitivity>` (the `g` groupings).
+pub fn object_covers(object: &str, dataset: &str, field: &Field) -> bool {
+    object == field.qualified
+        || object.strip_prefix("dataset:") == Some(dataset)
+        || object.strip_prefix("tag:") == Some(field.sensitivity.as_str())
 }
 
 /// The shipped model's effect over `rules` (all of one role): allowed when

@@ -10,7 +10,9 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{FieldDecision, PolicySet, READ_CLEAR, READ_MASKED, Request, Rule, evaluate};
+use super::{
+    FieldDecision, PolicySet, READ_CLEAR, READ_MASKED, Request, Rule, evaluate, object_covers,
+};
 use crate::catalog::{Agency, Catalog, Dataset, Field, MaskKind, ServiceItem, ShareType};
 use crate::config::{ConfigError, ConfigErrors, Source};
 
@@ -84,14 +86,8 @@ fn object_fields<'c>(catalog: &'c Catalog, object: &str) -> Vec<(&'c Dataset, &'
         .datasets
         .iter()
         .flat_map(|d| d.fields.iter().map(move |f| (d, f)))
-        .filter(|(d, f)| object_names(object, d, f))
+        .filter(|(d, f)| object_covers(object, &d.id, f))
         .collect()
-}
-
-fn object_names(object: &str, d: &Dataset, f: &Field) -> bool {
-    object == f.qualified
-        || object.strip_prefix("dataset:") == Some(d.id.as_str())
-        || object.strip_prefix("tag:") == Some(f.sensitivity.as_str())
 }
 
 /// Findings about `policy`, errors first, each naming its rule's line.
@@ -618,7 +614,7 @@ pub fn explain(
     // What would open it: the role's rules naming this field for other purposes.
     let elsewhere: Vec<String> = rules
         .iter()
-        .filter(|r| r.allow && object_names(&r.object, d, f))
+        .filter(|r| r.allow && object_covers(&r.object, &d.id, f))
         .filter(|r| r.purpose != it.code && r.purpose != format!("purpose:{}", it.purpose_category))
         .map(|r| format!("policy.csv:{} ({}, {})", r.line, r.purpose, r.action))
         .collect();
