@@ -1344,7 +1344,7 @@ async fn decide(
     })
     .await?;
     let application = decided.map_err(application_error)?;
-    entry.dataset = Some(application.dataset.clone());
+    entry.dataset = Some(application.request.dataset.clone());
     let today = crate::policy::local_date(Utc::now());
     let in_force =
         approve

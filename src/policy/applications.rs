@@ -39,22 +39,9 @@ pub enum Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharingApplication {
     pub id: String,
-    /// The applying agency.
-    pub agency: String,
-    pub dataset: String,
-    /// The agency providing `dataset`, whose steward decides.
-    pub provider: String,
-    /// Qualified conditional fields of `dataset`.
-    pub fields: Vec<String>,
-    /// A service item code or `purpose:<category>`.
-    pub purpose: String,
-    pub valid_from: NaiveDate,
-    pub valid_until: NaiveDate,
-    /// Row filter: the approval covers only subjects whose area code
-    /// starts with this (point lookups now, bulk exports later).
-    pub area_prefix: Option<String>,
-    /// Why the applicant needs the data (its legal basis).
-    pub reason: String,
+    /// What was applied for (flattened: one JSON object).
+    #[serde(flatten)]
+    pub request: NewApplication,
     pub applied_at: DateTime<Utc>,
     pub status: Status,
     pub decided_by: Option<String>,
@@ -77,16 +64,25 @@ enum JournalLine {
     },
 }
 
-/// A new application, as validated by the caller against the catalogue.
+/// What an agency applies for, as validated by the caller against the
+/// catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewApplication {
+    /// The applying agency.
     pub agency: String,
     pub dataset: String,
+    /// The agency providing `dataset`, whose steward decides.
     pub provider: String,
+    /// Qualified conditional fields of `dataset`.
     pub fields: Vec<String>,
+    /// A service item code or `purpose:<category>`.
     pub purpose: String,
     pub valid_from: NaiveDate,
     pub valid_until: NaiveDate,
+    /// Row filter: the approval covers only subjects whose area code
+    /// starts with this.
     pub area_prefix: Option<String>,
+    /// Why the applicant needs the data (its legal basis).
     pub reason: String,
 }
 
@@ -148,15 +144,15 @@ pub fn read_approved(path: &Path) -> Result<Vec<Application>, ApplicationError> 
 fn as_policy(a: &SharingApplication) -> Application {
     Application {
         id: a.id.clone(),
-        agency: a.agency.clone(),
-        fields: a.fields.clone(),
-        purpose: a.purpose.clone(),
-        approved_by: a.provider.clone(),
-        approved_on: a
-            .decided_at
-            .map_or(a.valid_from, |t| a.valid_from.max(super::local_date(t))),
-        valid_until: a.valid_until,
-        area_prefix: a.area_prefix.clone(),
+        agency: a.request.agency.clone(),
+        fields: a.request.fields.clone(),
+        purpose: a.request.purpose.clone(),
+        approved_by: a.request.provider.clone(),
+        approved_on: a.decided_at.map_or(a.request.valid_from, |t| {
+            a.request.valid_from.max(super::local_date(t))
+        }),
+        valid_until: a.request.valid_until,
+        area_prefix: a.request.area_prefix.clone(),
     }
 }
 
@@ -213,15 +209,7 @@ impl ApplicationBook {
         let (apps, journal) = &mut *guard;
         let application = SharingApplication {
             id: format!("SA-{:06}", apps.len() + 1),
-            agency: new.agency,
-            dataset: new.dataset,
-            provider: new.provider,
-            fields: new.fields,
-            purpose: new.purpose,
-            valid_from: new.valid_from,
-            valid_until: new.valid_until,
-            area_prefix: new.area_prefix,
-            reason: new.reason,
+            request: new,
             applied_at: now,
             status: Status::Pending,
             decided_by: None,
@@ -253,10 +241,10 @@ impl ApplicationBook {
         let app = apps
             .get(id)
             .ok_or_else(|| ApplicationError::NotFound(id.to_string()))?;
-        if app.provider != steward_agency {
+        if app.request.provider != steward_agency {
             return Err(ApplicationError::NotProvider {
                 id: id.to_string(),
-                provider: app.provider.clone(),
+                provider: app.request.provider.clone(),
             });
         }
         if app.status != Status::Pending {
@@ -289,7 +277,7 @@ impl ApplicationBook {
         let mut out: Vec<SharingApplication> = guard
             .0
             .values()
-            .filter(|a| a.agency == agency || a.provider == agency)
+            .filter(|a| a.request.agency == agency || a.request.provider == agency)
             .cloned()
             .collect();
         out.sort_by(|a, b| {
