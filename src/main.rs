@@ -17,6 +17,7 @@ use sharebroker::pki;
 use sharebroker::policy::{PolicySet, steward};
 use sharebroker::pull;
 use sharebroker::seal;
+use sharebroker::store::{self, AsOf, TableStore};
 
 #[derive(Parser)]
 #[command(
@@ -91,6 +92,60 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Versioned tables: list, show or export a version (time travel), collect old ones.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Every table with its current version, or one table's versions.
+    Ls {
+        table: Option<String>,
+        /// One JSON manifest per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A version's manifest (files, columns, checkpoint); with --key, one
+    /// subject's row as it was in that version.
+    Show {
+        table: String,
+        /// `current`, a version number, or an RFC 3339 time (the version
+        /// current then).
+        #[arg(long, default_value = "current")]
+        as_of: String,
+        /// Print the row with this key (a normalised ID number or credit code).
+        #[arg(long)]
+        key: Option<String>,
+        /// The key column.
+        #[arg(long, default_value = "key")]
+        key_column: String,
+        /// Also read every file and check it against the manifest.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Write a version of a table to one Parquet file (zstd).
+    Export {
+        table: String,
+        #[arg(long, default_value = "current")]
+        as_of: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Remove versions beyond the retention and files that no version lists.
+    Gc {
+        /// Say what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep at least this many newest versions of each table.
+        #[arg(long, default_value_t = store::Retention::default().keep_versions)]
+        keep_versions: usize,
+        /// Keep every version younger than this many days.
+        #[arg(long, default_value_t = store::Retention::default().keep_days)]
+        keep_days: u32,
     },
 }
 
@@ -558,6 +613,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit { command } => audit_command(&s, command),
+        Command::Store { command } => store_command(&s, command),
     }
 }
 
@@ -616,6 +672,131 @@ fn pull_sources(s: &Settings, only: &[String]) -> anyhow::Result<pull::PullRepor
         report.quarantined, report.findings, report.elapsed
     );
     Ok(report)
+}
+
+fn store_command(s: &Settings, command: &StoreCommand) -> anyhow::Result<()> {
+    let dir = s.store_dir();
+    if !dir.exists() {
+        bail!(
+            "no store at {}: run `sharebroker pull` first",
+            dir.display()
+        );
+    }
+    let store = TableStore::open_local(&dir)?;
+    let as_of = |a: &str| AsOf::parse(a).map_err(|e| anyhow::anyhow!("--as-of: {e}"));
+    match command {
+        StoreCommand::Ls { table, json } => {
+            let tables = match table {
+                Some(t) => vec![t.clone()],
+                None => store.tables()?,
+            };
+            if !json {
+                println!(
+                    "{:<24} {:>8} {:>10} {:>12} {:>6} {:>9}  created",
+                    "table", "version", "rows", "bytes", "files", "versions"
+                );
+            }
+            for t in &tables {
+                let versions = store.versions(t)?;
+                let shown: Vec<u64> = match table {
+                    Some(_) => versions.clone(),
+                    None => versions.last().copied().into_iter().collect(),
+                };
+                if shown.is_empty() && !json {
+                    println!("{t:<24} (no committed version)");
+                }
+                for v in shown {
+                    match store.manifest(t, v) {
+                        Ok(m) if *json => println!("{}", serde_json::to_string(&m)?),
+                        Ok(m) => println!(
+                            "{:<24} {:>8} {:>10} {:>12} {:>6} {:>9}  {}",
+                            t,
+                            m.version,
+                            m.rows,
+                            m.bytes(),
+                            m.files.len(),
+                            versions.len(),
+                            m.created_at
+                        ),
+                        Err(e) => println!("{t:<24} {v:>8}  unreadable: {e}"),
+                    }
+                }
+            }
+            Ok(())
+        }
+        StoreCommand::Show {
+            table,
+            as_of: at,
+            key,
+            key_column,
+            verify,
+        } => {
+            let m = store::manifest_as_of(&store, table, &as_of(at)?)?;
+            if *verify {
+                store.verify(&m)?;
+                eprintln!("every file of {table} v{} matches its manifest", m.version);
+            }
+            match key {
+                None => println!("{}", serde_json::to_string_pretty(&m)?),
+                Some(k) => {
+                    let t = store::LoadedTable::load(&store, m, key_column)?;
+                    let (batch, row) = t.row(k).with_context(|| {
+                        format!(
+                            "no row with {key_column} = the given key in {table} v{}",
+                            t.manifest.version
+                        )
+                    })?;
+                    let out = serde_json::json!({
+                        "table": table,
+                        "version": t.manifest.version,
+                        "created_at": t.manifest.created_at,
+                        "row": store::row_json(batch, row),
+                    });
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                }
+            }
+            Ok(())
+        }
+        StoreCommand::Export {
+            table,
+            as_of: at,
+            out,
+        } => {
+            let m = store::manifest_as_of(&store, table, &as_of(at)?)?;
+            let rows = store.export_parquet(&m, out)?;
+            eprintln!(
+                "wrote {table} v{} ({rows} rows, checked against its manifest) to {}",
+                m.version,
+                out.display()
+            );
+            Ok(())
+        }
+        StoreCommand::Gc {
+            dry_run,
+            keep_versions,
+            keep_days,
+        } => {
+            let retention = store::Retention {
+                keep_versions: *keep_versions,
+                keep_days: *keep_days,
+            };
+            for r in store.gc_all(&retention, *dry_run)? {
+                let verb = if *dry_run { "would remove" } else { "removed" };
+                if r.busy {
+                    println!("{:<24} skipped: a writer holds the table", r.table);
+                } else {
+                    println!(
+                        "{:<24} {verb} versions {:?} and {} files ({} bytes)",
+                        r.table,
+                        r.versions_removed,
+                        r.files_removed.len(),
+                        r.bytes_freed
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 fn client_names(catalog: &Catalog) -> Vec<String> {

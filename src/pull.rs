@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::connectors::{self, ConnectorConfig, ConnectorError, PullStats};
 use crate::ingest::resolve::findings_batch;
 use crate::ingest::{Golden, Ingest, SubjectRegistry, quarantine_batch};
-use crate::store::{LocalStore, Manifest, StoreError, TableStore};
+use crate::store::{Manifest, StoreError, TableStore};
 
 pub const QUARANTINE_TABLE: &str = "quarantine";
 pub const FINDINGS_TABLE: &str = "findings";
@@ -39,13 +39,13 @@ pub struct PullReport {
 
 /// The subject registry as of the current version (empty before the
 /// first pull).
-pub fn load_registry(store: &dyn TableStore) -> Result<SubjectRegistry, StoreError> {
+pub fn load_registry(store: &TableStore) -> Result<SubjectRegistry, StoreError> {
     let Some(m) = store.current(SUBJECTS_TABLE)? else {
         return Ok(SubjectRegistry::default());
     };
     let batches = store.read(&m)?;
     SubjectRegistry::from_batches(&batches).map_err(|reason| StoreError::Corrupt {
-        path: format!("{SUBJECTS_TABLE} v{}", m.version).into(),
+        path: format!("{SUBJECTS_TABLE} v{}", m.version),
         reason,
     })
 }
@@ -92,8 +92,17 @@ pub fn run_configured(
     if !only.is_empty() && configs.iter().any(|c| !only.contains(&c.spec.name)) {
         return Err(PullSetupError::PartialPull);
     }
-    let store = LocalStore::open(&s.store_dir())?;
-    Ok(run(&catalog, &configs, &s.data_dir, &store, progress)?)
+    let store = TableStore::open_local(&s.store_dir())?;
+    // What a killed earlier pull left behind goes first; then the pull;
+    // then versions beyond the retention setting.
+    store.recover()?;
+    let report = run(&catalog, &configs, &s.data_dir, &store, progress)?;
+    for gc in store.gc_all(&s.store_retention, false)? {
+        if !gc.versions_removed.is_empty() || !gc.files_removed.is_empty() {
+            tracing::info!(table = %gc.table, versions = ?gc.versions_removed, files = gc.files_removed.len(), bytes = gc.bytes_freed, "retention applied");
+        }
+    }
+    Ok(report)
 }
 
 /// Pull every source in `configs`, resolve, and commit new table versions.
@@ -103,7 +112,7 @@ pub fn run(
     catalog: &Catalog,
     configs: &[ConnectorConfig],
     data_dir: &Path,
-    store: &dyn TableStore,
+    store: &TableStore,
     progress: bool,
 ) -> Result<PullReport, PullError> {
     let started = Instant::now();

@@ -29,7 +29,7 @@ use crate::policy::PolicySet;
 use crate::policy::applications::ApplicationBook;
 use crate::policy::cases::CaseBook;
 use crate::seal::{Ed25519Signer, Signer};
-use crate::store::{LoadedTable, LocalStore, load_current};
+use crate::store::{LoadedTable, TableStore, load_latest_good};
 
 /// Why the broker could not assemble its state at start.
 #[derive(Debug, thiserror::Error)]
@@ -63,19 +63,34 @@ impl AppState {
         let policy =
             PolicySet::load_with(&s.policies_dir, &catalog, &applications.approved()).await?;
         let policy_files = policy_fingerprint(&s.policies_dir);
-        let store = LocalStore::open(&s.store_dir())?;
-        let mut tables = HashMap::new();
-        for kind in [SubjectKind::Person, SubjectKind::Organisation] {
-            match load_current(&store, Golden::table(kind), COL_KEY)? {
-                Some(t) => {
-                    tables.insert(kind, Arc::new(t));
+        let store = TableStore::open_local(&s.store_dir())?;
+        // Orphans of a killed pull go first; a pull running now is left
+        // alone (its tables are locked).
+        let store_for_start = store.clone();
+        let tables = tokio::task::spawn_blocking(move || {
+            for gc in store_for_start.recover()? {
+                if !gc.files_removed.is_empty() {
+                    tracing::info!(table = %gc.table, files = gc.files_removed.len(), bytes = gc.bytes_freed, "removed files of an unfinished write");
                 }
-                None => tracing::warn!(
-                    table = Golden::table(kind),
-                    "no stored version: lookups of this kind answer 503 until a pull and a restart"
-                ),
             }
-        }
+            let mut tables = Tables::new();
+            for kind in SUBJECT_KINDS {
+                if let Some(t) = load_newest_good(&store_for_start, kind, None)? {
+                    tables.insert(kind, Arc::new(t));
+                } else {
+                    tracing::warn!(
+                        table = Golden::table(kind),
+                        "no loadable version: lookups of this kind answer 503 until a pull"
+                    );
+                }
+            }
+            Ok::<_, crate::store::StoreError>(tables)
+        })
+        .await
+        .map_err(|e| StartError::Io {
+            path: s.store_dir(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
         let signer = Ed25519Signer::load_or_create(&s.seal_key_file())?;
         let pub_path = s.seal_key_file().with_extension("pub");
         std::fs::write(&pub_path, crate::seal::public_key_file_contents(&signer)).map_err(
@@ -95,7 +110,11 @@ impl AppState {
             reloading: tokio::sync::Mutex::new(()),
             applications,
             cases: CaseBook::open(&s.cases_file())?,
-            tables,
+            tables: RwLock::new(Arc::new(tables)),
+            store,
+            store_poll: Duration::from_secs(s.store_poll_interval_secs.max(1)),
+            store_failed: Mutex::new(HashMap::new()),
+            reloading_tables: tokio::sync::Mutex::new(()),
             audit: Arc::new(AuditLog::open_with(
                 &s.audit_dir(),
                 s.audit_segment_max_bytes,
@@ -142,14 +161,51 @@ pub struct AppState {
     reloading: tokio::sync::Mutex<()>,
     pub applications: ApplicationBook,
     pub cases: CaseBook,
-    /// Golden tables by subject kind, as loaded at start.
-    pub tables: HashMap<SubjectKind, Arc<LoadedTable>>,
+    /// Golden tables by subject kind; swapped whole when a new version
+    /// loads. std RwLock: held only to clone or replace the Arc.
+    tables: RwLock<Arc<Tables>>,
+    store: TableStore,
+    store_poll: Duration,
+    /// Per kind, the newest version that failed to load: not retried until
+    /// a newer one appears. std Mutex: never held across an await.
+    store_failed: Mutex<HashMap<SubjectKind, u64>>,
+    /// Held across a whole table reload: reloads never overlap.
+    reloading_tables: tokio::sync::Mutex<()>,
     pub audit: Arc<AuditLog>,
     pub signer: Arc<dyn Signer>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     /// How often the audit log's signed tree head is published.
     pub tree_head_every: Duration,
+}
+
+/// The golden tables served, by subject kind.
+pub type Tables = HashMap<SubjectKind, Arc<LoadedTable>>;
+
+const SUBJECT_KINDS: [SubjectKind; 2] = [SubjectKind::Person, SubjectKind::Organisation];
+
+/// The newest version of a kind's golden table newer than `newer_than`
+/// that loads; each newer one that does not is logged as an error naming
+/// its file, and the caller keeps what it serves.
+fn load_newest_good(
+    store: &TableStore,
+    kind: SubjectKind,
+    newer_than: Option<u64>,
+) -> Result<Option<LoadedTable>, crate::store::StoreError> {
+    let table = Golden::table(kind);
+    let (loaded, failures) = load_latest_good(store, table, COL_KEY, newer_than)?;
+    for (version, error) in &failures {
+        tracing::error!(table, version, %error, "a stored version cannot be loaded; serving the last good version");
+    }
+    Ok(loaded)
+}
+
+/// A change of the tables served.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TablesReloaded {
+    pub kind: SubjectKind,
+    pub from: Option<u64>,
+    pub to: u64,
 }
 
 /// The policy files whose change triggers a reload.
@@ -187,6 +243,79 @@ pub enum Reload {
 }
 
 impl AppState {
+    /// The golden tables served now: a snapshot, consistent for a whole
+    /// request; a reload never waits for readers.
+    pub fn tables(&self) -> Arc<Tables> {
+        self.tables
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Load any newer version of the golden tables and swap it in. Loading
+    /// runs off the async workers while requests keep reading the old
+    /// version; a version that fails to load (a damaged file) is logged and
+    /// skipped, and the last good one stays in service.
+    pub async fn reload_tables(&self) -> Vec<TablesReloaded> {
+        let _one_at_a_time = self.reloading_tables.lock().await;
+        let mut changed = Vec::new();
+        for kind in SUBJECT_KINDS {
+            let held = self.tables().get(&kind).map(|t| t.manifest.version);
+            let store = self.store.clone();
+            let table = Golden::table(kind);
+            let newest = match tokio::task::spawn_blocking(move || store.versions(table)).await {
+                Ok(Ok(v)) => v.last().copied(),
+                Ok(Err(e)) => {
+                    tracing::warn!(table, error = %e, "cannot list table versions");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let Some(newest) = newest else { continue };
+            let failed = self
+                .store_failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&kind)
+                .copied();
+            if held.is_some_and(|h| h >= newest) || failed == Some(newest) {
+                continue;
+            }
+            let store = self.store.clone();
+            let loaded =
+                tokio::task::spawn_blocking(move || load_newest_good(&store, kind, held)).await;
+            match loaded {
+                Ok(Ok(Some(t))) => {
+                    let to = t.manifest.version;
+                    let mut next = (*self.tables()).clone();
+                    next.insert(kind, Arc::new(t));
+                    *self.tables.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+                    tracing::info!(table, from = ?held, to, "table version loaded");
+                    changed.push(TablesReloaded {
+                        kind,
+                        from: held,
+                        to,
+                    });
+                    if to != newest {
+                        self.store_failed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(kind, newest);
+                    }
+                }
+                Ok(Ok(None)) => {
+                    self.store_failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(kind, newest);
+                }
+                Ok(Err(e)) => tracing::warn!(table, error = %e, "cannot reload the table"),
+                Err(e) => tracing::error!(table, error = %e, "table reload panicked"),
+            }
+        }
+        changed
+    }
+
     /// The policy in force: a snapshot, consistent for a whole request.
     pub fn policy(&self) -> Arc<PolicySet> {
         self.policy
@@ -378,6 +507,18 @@ pub async fn run(
             }
         })
     };
+    let table_reloader = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(state.store_poll);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await; // the first tick is immediate: tables were just loaded
+            loop {
+                tick.tick().await;
+                state.reload_tables().await;
+            }
+        })
+    };
     let publisher = spawn_tree_head_publisher(
         state.audit.clone(),
         state.signer.clone(),
@@ -443,6 +584,7 @@ pub async fn run(
     }
     publisher.abort();
     reloader.abort();
+    table_reloader.abort();
     // A last signed head covering everything served, then flush and stop.
     if let Err(e) = state.audit.publish_tree_head(state.signer.as_ref()) {
         tracing::error!(error = %e, "cannot publish the final audit tree head");

@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{AppState, Caller};
+use super::{AppState, Caller, Tables};
 use crate::audit::{AuditEntry, AuditFilter, AuditSink};
 use crate::catalog::{Agency, SubjectKind};
 use crate::ingest::{SUFFIX_AS_OF, SUFFIX_RECORD, SUFFIX_SOURCE, identifier_problem, subject_key};
@@ -665,12 +665,13 @@ struct Lookup {
     purpose: Option<String>,
 }
 
-fn table(state: &AppState, kind: SubjectKind) -> Result<&LoadedTable, ApiError> {
-    state.tables.get(&kind).map(|t| t.as_ref()).ok_or_else(|| {
+/// The loaded table of a subject kind in a snapshot of the tables.
+fn table(tables: &Tables, kind: SubjectKind) -> Result<Arc<LoadedTable>, ApiError> {
+    tables.get(&kind).cloned().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            "no data has been loaded: run `sharebroker pull`, then restart the broker",
+            "no data has been loaded yet: run `sharebroker pull`; the broker picks up a new version within seconds",
         )
     })
 }
@@ -776,7 +777,7 @@ async fn lookup(
         .catalog
         .dataset(authorized.dataset())
         .expect("authorized datasets exist");
-    let table = table(state, dataset.subject)?;
+    let table = table(&state.tables(), dataset.subject)?;
     entry.dataset_version = Some(table.manifest.version);
     entry.fields_withheld = authorized
         .withheld()
@@ -865,7 +866,11 @@ async fn prefill(
     entry.officer.get_or_insert_with(|| case.officer.clone());
     let subject = authorized.subject();
     entry.subject_commitment = Some(commitment(state, &subject.key).await?);
-    let row = table(state, subject.kind)?.row(&subject.key);
+    // One snapshot of the tables for the whole request: the versions named
+    // in the response are the ones read.
+    let tables = state.tables();
+    let loaded = table(&tables, subject.kind)?;
+    let row = loaded.row(&subject.key);
     let mut materials = Vec::new();
     let mut must_supply = Vec::new();
     let mut rules = BTreeSet::new();
@@ -914,8 +919,7 @@ async fn prefill(
     entry.rule = Some(rules.into_iter().collect::<Vec<_>>().join("; "));
     entry.rows_out = u64::from(!entry.fields_clear.is_empty() || !entry.fields_masked.is_empty());
     let item = state.catalog.item(&case.service_item);
-    let versions: serde_json::Map<String, Value> = state
-        .tables
+    let versions: serde_json::Map<String, Value> = tables
         .iter()
         .map(|(k, t)| (k.as_str().to_string(), json!(t.manifest.version)))
         .collect();

@@ -141,6 +141,11 @@ pub struct Settings {
     pub tree_head_interval_secs: u64,
     /// Size at which the audit log starts a new segment file, in bytes.
     pub audit_segment_max_bytes: u64,
+    /// How many old table versions to keep, and for how long (`pull` and
+    /// `store gc` apply it).
+    pub store_retention: crate::store::Retention,
+    /// How often a running broker looks for new table versions, in seconds.
+    pub store_poll_interval_secs: u64,
 }
 
 impl Default for Settings {
@@ -154,6 +159,8 @@ impl Default for Settings {
             request_timeout_secs: default_request_timeout_secs(),
             tree_head_interval_secs: default_tree_head_interval_secs(),
             audit_segment_max_bytes: crate::audit::DEFAULT_SEGMENT_MAX_BYTES,
+            store_retention: crate::store::Retention::default(),
+            store_poll_interval_secs: default_store_poll_interval_secs(),
         }
     }
 }
@@ -172,6 +179,11 @@ pub fn default_max_body_bytes() -> usize {
 /// 30 seconds.
 pub fn default_request_timeout_secs() -> u64 {
     30
+}
+
+/// 5 seconds: a pull is served within this long of its commit.
+pub fn default_store_poll_interval_secs() -> u64 {
+    5
 }
 
 /// 10 seconds: an auditor's view of the log is never more than this stale.

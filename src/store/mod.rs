@@ -1,47 +1,86 @@
-//! Versioned tables: immutable Parquet files (zstd) with a manifest per
-//! version, made visible by an atomic switch of the table's `CURRENT`
-//! pointer; and the in-memory form (Arrow batches plus a subject-key index)
-//! that lookups read.
+//! Versioned tables: immutable Parquet files (zstd) written through the
+//! `object_store` crate, with a manifest per version; the manifest write is
+//! the commit point, so a version is either wholly visible or not at all.
+//! Also the in-memory form (Arrow batches plus a subject-key index) that
+//! lookups read, time travel (a version as of a number or a timestamp),
+//! retention and garbage collection.
+//!
+//! Layout under the store root, one folder per table:
+//!
+//! ```text
+//! <table>/manifests/v000007.json       one per committed version
+//! <table>/parts/v000007-00000-<nonce>.parquet
+//! <table>/.lock                         local backend: one writer at a time
+//! ```
+//!
+//! A part file is written once and never changed; a version appended to an
+//! earlier one lists the earlier version's parts beside its own, so parts
+//! can be shared by several versions. A file that no manifest lists is an
+//! orphan of a write that never committed; garbage collection removes it.
 
-use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+mod loaded;
+mod table_store;
 
-use arrow_array::{Array, RecordBatch, StringArray};
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+#[cfg(test)]
+mod contract;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-const CURRENT: &str = "CURRENT";
-const MANIFEST: &str = "manifest.json";
+pub use loaded::LoadedTable;
+pub use table_store::{TableStore, TableWriter};
+
+/// Rows per Parquet part file: bounds the memory a write or a load holds
+/// beyond the table itself.
+pub const PART_ROWS: usize = 262_144;
+/// Rows per Parquet row group and per batch read back.
+pub const ROW_GROUP_ROWS: usize = 65_536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store: {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
     #[error("store: {path}: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Backend { path: String, reason: String },
+    #[error("store: {path}: {reason}")]
+    Corrupt { path: String, reason: String },
     #[error("store: cannot encode table {table}: {reason}")]
     Encode { table: String, reason: String },
     #[error("store: table {table} has no column `{column}`")]
     MissingColumn { table: String, column: String },
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    #[error(
+        "store: table {table}: version {version} was committed by another writer meanwhile; nothing of this write is visible, run it again"
+    )]
+    Conflict { table: String, version: u64 },
+    #[error("store: table {table} has no version {version} (versions: {known})")]
+    NoSuchVersion {
+        table: String,
+        version: u64,
+        known: String,
+    },
+    #[error("store: table {table} has no version committed at or before {at}")]
+    NothingAsOf { table: String, at: String },
+    #[error("store: `{name}` is not a valid table name: {reason}")]
+    InvalidTable { name: String, reason: String },
+    #[error("store: table {table}: cannot append: {reason}")]
+    Append { table: String, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
-    pub name: String,
+    /// Path relative to the table's folder, e.g. `parts/v000001-00000-….parquet`.
+    pub path: String,
+    pub rows: u64,
     pub bytes: u64,
     pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    pub nullable: bool,
 }
 
 /// What one version of a table consists of.
@@ -49,354 +88,235 @@ pub struct FileEntry {
 pub struct Manifest {
     pub table: String,
     pub version: u64,
+    /// RFC 3339, UTC, milliseconds.
     pub created_at: String,
     pub rows: u64,
+    pub columns: Vec<ColumnInfo>,
     pub files: Vec<FileEntry>,
+    /// Written with the version, atomically: e.g. a source's checkpoint.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
 }
 
-/// The table store seam: local files today, object storage when the broker
-/// runs as several replicas (DESIGN.md §8).
-pub trait TableStore: Send + Sync + 'static {
-    /// Write `batches` as a new version of `table` and make it current.
-    fn commit(&self, table: &str, batches: &[RecordBatch]) -> Result<Manifest, StoreError>;
-    /// The current version's manifest, if the table exists.
-    fn current(&self, table: &str) -> Result<Option<Manifest>, StoreError>;
-    /// Read a version back, checking every file against its manifest.
-    fn read(&self, manifest: &Manifest) -> Result<Vec<RecordBatch>, StoreError>;
-}
-
-/// Tables under one local directory:
-/// `<root>/<table>/v000001/{part-00000.parquet,manifest.json}` and
-/// `<root>/<table>/CURRENT` naming the visible version.
-pub struct LocalStore {
-    root: PathBuf,
-}
-
-impl LocalStore {
-    pub fn open(root: &Path) -> Result<Self, StoreError> {
-        fs::create_dir_all(root).map_err(io_err(root))?;
-        Ok(LocalStore {
-            root: root.to_path_buf(),
-        })
+impl Manifest {
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes).sum()
     }
 
-    fn version_dir(&self, table: &str, version: u64) -> PathBuf {
-        self.root.join(table).join(format!("v{version:06}"))
+    pub fn created(&self) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&self.created_at)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
     }
 }
 
-/// Write `bytes` to `path` durably via a temporary file and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(bytes).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+/// Which version of a table to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AsOf {
+    Current,
+    Version(u64),
+    /// The newest version committed at or before this time: what a broker
+    /// that reloaded at once would have served then.
+    Time(DateTime<Utc>),
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
-}
-
-/// A writer that hashes what passes through it.
-struct HashingWriter {
-    file: File,
-    digest: ring::digest::Context,
-    bytes: u64,
-}
-
-impl Write for HashingWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.digest.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
-
-impl TableStore for LocalStore {
-    fn commit(&self, table: &str, batches: &[RecordBatch]) -> Result<Manifest, StoreError> {
-        // One writer per table at a time, across processes: two pulls must
-        // not pick the same version number.
-        let table_dir = self.root.join(table);
-        fs::create_dir_all(&table_dir).map_err(io_err(&table_dir))?;
-        let lock_path = table_dir.join(".lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        lock.lock().map_err(io_err(&lock_path))?;
-        let version = self.current(table)?.map_or(1, |m| m.version + 1);
-        let dir = self.version_dir(table, version);
-        if dir.exists() {
-            // Left over by a crash before CURRENT moved: never visible.
-            fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+impl AsOf {
+    /// `current`, a version number (`7` or `v000007`), or an RFC 3339 time.
+    pub fn parse(s: &str) -> Result<AsOf, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("current") {
+            return Ok(AsOf::Current);
         }
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let name = "part-00000.parquet".to_string();
-        let path = dir.join(&name);
-        let file = File::create(&path).map_err(io_err(&path))?;
-        let writer = HashingWriter {
-            file,
-            digest: ring::digest::Context::new(&ring::digest::SHA256),
-            bytes: 0,
-        };
-        let encode = |e: parquet::errors::ParquetError| StoreError::Encode {
-            table: table.to_string(),
-            reason: e.to_string(),
-        };
-        let schema = batches
-            .first()
-            .map(|b| b.schema())
-            .ok_or_else(|| StoreError::Encode {
+        let digits = s.strip_prefix('v').unwrap_or(s);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            return digits
+                .parse()
+                .map(AsOf::Version)
+                .map_err(|e| format!("`{s}`: {e}"));
+        }
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| AsOf::Time(t.with_timezone(&Utc)))
+            .map_err(|_| {
+                format!(
+                    "`{s}` is neither `current`, a version number nor an RFC 3339 time such as 2026-11-27T10:00:00+08:00"
+                )
+            })
+    }
+}
+
+/// How long old versions are kept. A version is removed only when it is
+/// not the current one, not among the newest `keep_versions`, and older
+/// than `keep_days`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub keep_versions: usize,
+    pub keep_days: u32,
+}
+
+impl Default for Retention {
+    /// Ten versions and a year: auditors reproduce what was served from
+    /// versions still held (DESIGN.md §5, invariant 3).
+    fn default() -> Self {
+        Retention {
+            keep_versions: 10,
+            keep_days: 365,
+        }
+    }
+}
+
+/// What a garbage collection removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub table: String,
+    pub versions_removed: Vec<u64>,
+    pub files_removed: Vec<String>,
+    pub bytes_freed: u64,
+    /// Skipped because another process holds the table's write lock.
+    pub busy: bool,
+}
+
+/// Table names are folder names: lower-case ASCII letters, digits, `-`,
+/// `_` and `.`, not starting with `.`.
+pub fn check_table_name(name: &str) -> Result<(), StoreError> {
+    let bad = |reason: &str| StoreError::InvalidTable {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    };
+    if name.is_empty() || name.len() > 128 {
+        return Err(bad("must be 1 to 128 characters"));
+    }
+    if name.starts_with('.') {
+        return Err(bad("must not start with `.`"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(bad(
+            "only lower-case ASCII letters, digits, `-`, `_` and `.` are allowed",
+        ));
+    }
+    Ok(())
+}
+
+/// The manifest of `table` as of `at`.
+pub fn manifest_as_of(store: &TableStore, table: &str, at: &AsOf) -> Result<Manifest, StoreError> {
+    let versions = store.versions(table)?;
+    let known = || {
+        if versions.is_empty() {
+            "none".to_string()
+        } else {
+            format!(
+                "{}..={}",
+                versions.first().unwrap_or(&0),
+                versions.last().unwrap_or(&0)
+            )
+        }
+    };
+    match at {
+        AsOf::Current => match versions.last() {
+            Some(&v) => store.manifest(table, v),
+            None => Err(StoreError::NoSuchVersion {
                 table: table.to_string(),
-                reason: "no batches to write (an empty table still needs one, with zero rows)"
-                    .into(),
-            })?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .build();
-        let mut w = ArrowWriter::try_new(writer, schema, Some(props)).map_err(encode)?;
-        let mut rows = 0u64;
-        for b in batches {
-            w.write(b).map_err(encode)?;
-            rows += b.num_rows() as u64;
-        }
-        let hw = w.into_inner().map_err(encode)?;
-        hw.file.sync_all().map_err(io_err(&path))?;
-        let entry = FileEntry {
-            name,
-            bytes: hw.bytes,
-            sha256: hex::encode(hw.digest.finish().as_ref()),
-        };
-        let manifest = Manifest {
-            table: table.to_string(),
-            version,
-            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            rows,
-            files: vec![entry],
-        };
-        let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
-        write_atomic(&dir.join(MANIFEST), &json)?;
-        write_atomic(
-            &self.root.join(table).join(CURRENT),
-            format!("v{version:06}\n").as_bytes(),
-        )?;
-        Ok(manifest)
-    }
-
-    fn current(&self, table: &str) -> Result<Option<Manifest>, StoreError> {
-        let pointer = self.root.join(table).join(CURRENT);
-        let name = match fs::read_to_string(&pointer) {
-            Ok(s) => s.trim().to_string(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(&pointer)(e)),
-        };
-        let path = self.root.join(table).join(&name).join(MANIFEST);
-        let bytes = fs::read(&path).map_err(io_err(&path))?;
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                path: path.clone(),
-                reason: format!("unreadable manifest: {e}"),
-            })?;
-        Ok(Some(manifest))
-    }
-
-    fn read(&self, manifest: &Manifest) -> Result<Vec<RecordBatch>, StoreError> {
-        let dir = self.version_dir(&manifest.table, manifest.version);
-        let mut out = Vec::new();
-        for entry in &manifest.files {
-            let path = dir.join(&entry.name);
-            let bytes = fs::read(&path).map_err(io_err(&path))?;
-            let corrupt = |reason: String| StoreError::Corrupt {
-                path: path.clone(),
-                reason,
-            };
-            if bytes.len() as u64 != entry.bytes {
-                return Err(corrupt(format!(
-                    "{} bytes where the manifest says {}",
-                    bytes.len(),
-                    entry.bytes
-                )));
-            }
-            let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
-            if digest != entry.sha256 {
-                return Err(corrupt("checksum does not match the manifest".into()));
-            }
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-                .and_then(|b| b.with_batch_size(65_536).build())
-                .map_err(|e| corrupt(e.to_string()))?;
-            for b in reader {
-                out.push(b.map_err(|e| corrupt(e.to_string()))?);
+                version: 0,
+                known: known(),
+            }),
+        },
+        AsOf::Version(v) => {
+            if versions.contains(v) {
+                store.manifest(table, *v)
+            } else {
+                Err(StoreError::NoSuchVersion {
+                    table: table.to_string(),
+                    version: *v,
+                    known: known(),
+                })
             }
         }
-        Ok(out)
+        AsOf::Time(t) => {
+            // Versions are committed in order, so created_at grows with them.
+            for &v in versions.iter().rev() {
+                let m = store.manifest(table, v)?;
+                if m.created().is_some_and(|c| c <= *t) {
+                    return Ok(m);
+                }
+            }
+            Err(StoreError::NothingAsOf {
+                table: table.to_string(),
+                at: t.to_rfc3339(),
+            })
+        }
     }
 }
 
 /// The current version of `table`, loaded and indexed by `key`; `None`
 /// before the table's first version.
 pub fn load_current(
-    store: &dyn TableStore,
+    store: &TableStore,
     table: &str,
     key: &str,
 ) -> Result<Option<LoadedTable>, StoreError> {
     match store.current(table)? {
-        Some(m) => {
-            let batches = store.read(&m)?;
-            LoadedTable::new(m, batches, key).map(Some)
-        }
+        Some(m) => LoadedTable::load(store, m, key).map(Some),
         None => Ok(None),
     }
 }
 
-/// A table version held in memory with an index from a key column to rows.
-#[derive(Debug)]
-pub struct LoadedTable {
-    pub manifest: Manifest,
-    pub batches: Vec<RecordBatch>,
-    index: HashMap<String, (u32, u32)>,
-}
+/// What [`load_latest_good`] found: the table, if a version loaded, and
+/// each newer version that did not, with why.
+pub type LatestGood = (Option<LoadedTable>, Vec<(u64, StoreError)>);
 
-impl LoadedTable {
-    /// Index `batches` by the string column `key`.
-    pub fn new(
-        manifest: Manifest,
-        batches: Vec<RecordBatch>,
-        key: &str,
-    ) -> Result<Self, StoreError> {
-        // The manifest's row count only sizes the index; it is not trusted.
-        let mut index = HashMap::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
-        for (b, batch) in batches.iter().enumerate() {
-            let col = batch
-                .column_by_name(key)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .ok_or_else(|| StoreError::MissingColumn {
-                    table: manifest.table.clone(),
-                    column: key.to_string(),
-                })?;
-            for r in 0..col.len() {
-                index.insert(col.value(r).to_string(), (b as u32, r as u32));
-            }
+/// The newest version of `table` that loads, newest first, with the error
+/// of every newer version that did not (a damaged or truncated file, an
+/// unreadable manifest). `None` when no version loads.
+pub fn load_latest_good(
+    store: &TableStore,
+    table: &str,
+    key: &str,
+    newer_than: Option<u64>,
+) -> Result<LatestGood, StoreError> {
+    let mut failures = Vec::new();
+    for v in store.versions(table)?.into_iter().rev() {
+        if newer_than.is_some_and(|n| v <= n) {
+            break;
         }
-        Ok(LoadedTable {
-            manifest,
-            batches,
-            index,
-        })
-    }
-
-    /// The batch and row of a key.
-    pub fn row(&self, key: &str) -> Option<(&RecordBatch, usize)> {
-        self.index
-            .get(key)
-            .map(|&(b, r)| (&self.batches[b as usize], r as usize))
-    }
-
-    /// A string cell of a row, `None` when the column is missing or null.
-    pub fn cell<'a>(batch: &'a RecordBatch, row: usize, column: &str) -> Option<&'a str> {
-        let col = batch
-            .column_by_name(column)?
-            .as_any()
-            .downcast_ref::<StringArray>()?;
-        (!col.is_null(row)).then(|| col.value(row))
-    }
-
-    pub fn len(&self) -> usize {
-        self.index.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow_array::StringArray;
-    use arrow_schema::{DataType, Field, Schema};
-    use std::sync::Arc;
-
-    fn batch(keys: &[&str]) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![Field::new("key", DataType::Utf8, false)]));
-        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(keys.to_vec()))])
-            .expect("batch")
-    }
-
-    #[test]
-    fn versions_commit_read_back_and_index() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = LocalStore::open(dir.path()).expect("open");
-        assert_eq!(store.current("t").expect("current"), None);
-        let m1 = store.commit("t", &[batch(&["a", "b"])]).expect("commit");
-        let m2 = store.commit("t", &[batch(&["c"])]).expect("commit");
-        assert_eq!((m1.version, m2.version), (1, 2));
-        assert_eq!(store.current("t").expect("current"), Some(m2.clone()));
-        // The old version stays readable: versions are immutable.
-        let old =
-            LoadedTable::new(m1.clone(), store.read(&m1).expect("read"), "key").expect("load");
-        assert!(old.row("b").is_some() && old.row("c").is_none());
-        let new =
-            LoadedTable::new(m2.clone(), store.read(&m2).expect("read"), "key").expect("load");
-        assert_eq!(new.len(), 1);
-    }
-
-    #[test]
-    fn concurrent_commits_get_distinct_versions() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().to_path_buf();
-        let threads: Vec<_> = (0..4)
-            .map(|i| {
-                let root = root.clone();
-                std::thread::spawn(move || {
-                    let store = LocalStore::open(&root).expect("open");
-                    let key = format!("k{i}");
-                    store
-                        .commit("t", &[batch(&[key.as_str()])])
-                        .expect("commit")
-                        .version
-                })
-            })
-            .collect();
-        let mut versions: Vec<u64> = threads
-            .into_iter()
-            .map(|t| t.join().expect("thread"))
-            .collect();
-        versions.sort_unstable();
-        assert_eq!(versions, vec![1, 2, 3, 4]);
-        let store = LocalStore::open(&root).expect("open");
-        for v in 1..=4 {
-            let m: Manifest = serde_json::from_slice(
-                &fs::read(root.join(format!("t/v{v:06}/manifest.json"))).expect("manifest"),
-            )
-            .expect("json");
-            assert_eq!(
-                store.read(&m).expect("every version stays readable").len(),
-                1
-            );
+        let loaded = store
+            .manifest(table, v)
+            .and_then(|m| LoadedTable::load(store, m, key));
+        match loaded {
+            Ok(t) => return Ok((Some(t), failures)),
+            Err(e) => failures.push((v, e)),
         }
     }
+    Ok((None, failures))
+}
 
-    #[test]
-    fn a_damaged_file_is_named_on_read() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = LocalStore::open(dir.path()).expect("open");
-        let m = store.commit("t", &[batch(&["a"])]).expect("commit");
-        let path = dir.path().join("t/v000001/part-00000.parquet");
-        let mut bytes = fs::read(&path).expect("read");
-        bytes.truncate(bytes.len() / 2);
-        fs::write(&path, bytes).expect("write");
-        let err = store.read(&m).unwrap_err().to_string();
-        assert!(err.contains("t/v000001/part-00000.parquet"), "{err}");
-        assert!(err.contains("bytes where the manifest says"), "{err}");
+/// One row as a JSON object: strings and integers as themselves, other
+/// types as Arrow displays them, nulls as null.
+pub fn row_json(
+    batch: &arrow_array::RecordBatch,
+    row: usize,
+) -> serde_json::Map<String, serde_json::Value> {
+    use arrow_array::{Array, Int64Array, StringArray, UInt64Array};
+    use serde_json::Value;
+    let schema = batch.schema();
+    let mut out = serde_json::Map::new();
+    for (i, field) in schema.fields().iter().enumerate() {
+        let col = batch.column(i);
+        let value = if col.is_null(row) {
+            Value::Null
+        } else if let Some(a) = col.as_any().downcast_ref::<StringArray>() {
+            Value::from(a.value(row))
+        } else if let Some(a) = col.as_any().downcast_ref::<UInt64Array>() {
+            Value::from(a.value(row))
+        } else if let Some(a) = col.as_any().downcast_ref::<Int64Array>() {
+            Value::from(a.value(row))
+        } else {
+            arrow_cast::display::array_value_to_string(col, row)
+                .map(Value::from)
+                .unwrap_or(Value::Null)
+        };
+        out.insert(field.name().clone(), value);
     }
+    out
 }

@@ -1,0 +1,380 @@
+//! The store's figures for 1,000,000 persons (issue 5, DESIGN.md §7):
+//! in-process point lookups per second on one core (criterion, plus p50/p99
+//! of single lookups), load time of the table, RSS after load measured in a
+//! fresh child process, and Parquet bytes on disk against CSV bytes of the
+//! same rows. The baseline in the same run is the index this store used
+//! before (`HashMap<String, (batch, row)>`) over the same batches.
+//!
+//! The data is the real pipeline's: `gen` then `pull` of PERSONS persons
+//! (default 1,000,000), cached under BENCH_DIR (default
+//! /var/tmp/sharebroker-bench) so that later runs skip the minute it takes.
+//!
+//! ```sh
+//! cargo bench --bench store_lookup                   # 1,000,000 persons
+//! PERSONS=100000 cargo bench --bench store_lookup    # quicker
+//! ```
+
+mod common;
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, RecordBatch, StringArray};
+use criterion::{Criterion, Throughput};
+
+use sharebroker::catalog::{Catalog, SubjectKind};
+use sharebroker::config::Settings;
+use sharebroker::datagen::{GenOptions, generate};
+use sharebroker::ingest::{COL_KEY, Golden};
+use sharebroker::store::{LoadedTable, TableStore};
+
+use common::{env_or, status_mib};
+
+const CHILD_ENV: &str = "STORE_LOOKUP_BENCH_LOAD";
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// A data directory with `persons` generated and pulled, reused if present.
+fn prepared(persons: usize) -> Settings {
+    let base: PathBuf = std::env::var("BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/var/tmp/sharebroker-bench"));
+    let settings = Settings {
+        policies_dir: repo("policies"),
+        connectors_dir: repo("connectors"),
+        data_dir: base.join(format!("store-{persons}")),
+        ..Settings::default()
+    };
+    let done = settings.data_dir.join("pulled");
+    if done.exists() {
+        return settings;
+    }
+    let _ = std::fs::remove_dir_all(&settings.data_dir);
+    eprintln!(
+        "preparing {persons} persons in {} (once)",
+        settings.data_dir.display()
+    );
+    let t = Instant::now();
+    generate(&GenOptions {
+        out_dir: settings.sources_dir(),
+        persons,
+        seed: 2021,
+        progress: false,
+    })
+    .expect("gen");
+    Catalog::load(&settings.policies_dir).expect("catalogue");
+    sharebroker::pull::run_configured(&settings, &[], false).expect("pull");
+    std::fs::write(&done, b"").expect("marker");
+    eprintln!("prepared in {:.1?}", t.elapsed());
+    settings
+}
+
+/// In a fresh process: load the person table, report time and memory.
+fn child_load(store_dir: &Path) {
+    let rss_before = status_mib("VmRSS:");
+    let store = TableStore::open_local(store_dir).expect("store");
+    let t = Instant::now();
+    let m = store
+        .current(Golden::table(SubjectKind::Person))
+        .expect("current")
+        .expect("a person table");
+    let table = LoadedTable::load(&store, m, COL_KEY).expect("load");
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{secs} {rss_before} {} {} {} {}",
+        status_mib("VmRSS:"),
+        status_mib("VmHWM:"),
+        table.len(),
+        table.memory_bytes()
+    );
+}
+
+/// The same rows as CSV (header, every column, RFC 4180 quoting): what an
+/// agency would otherwise export.
+fn csv_bytes(batches: &[RecordBatch]) -> u64 {
+    let mut w = csv::Writer::from_writer(CountingSink(0));
+    if let Some(b) = batches.first() {
+        w.write_record(b.schema().fields().iter().map(|f| f.name().as_str()))
+            .expect("header");
+    }
+    for b in batches {
+        let cols: Vec<&StringArray> = b
+            .columns()
+            .iter()
+            .map(|c| c.as_any().downcast_ref::<StringArray>().expect("strings"))
+            .collect();
+        for r in 0..b.num_rows() {
+            w.write_record(
+                cols.iter()
+                    .map(|c| if c.is_null(r) { "" } else { c.value(r) }),
+            )
+            .expect("row");
+        }
+    }
+    w.into_inner().map(|s| s.0).unwrap_or(0)
+}
+
+struct CountingSink(u64);
+impl std::io::Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The value columns of the person golden table's population fields (no
+/// raw values or provenance): what a lookup of every field reads.
+fn value_columns(t: &LoadedTable) -> Vec<usize> {
+    let schema = t.batches[0].schema();
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| {
+            let n = f.name();
+            n.starts_with("population.") && !n.contains("__")
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// One lookup: the index probe and every value of the record's fields.
+#[inline]
+fn lookup(t: &LoadedTable, cols: &[usize], key: &str) -> usize {
+    match t.row(key) {
+        Some((batch, row)) => cols
+            .iter()
+            .map(|&c| LoadedTable::cell_at(batch, row, c).map_or(0, str::len))
+            .sum(),
+        None => 0,
+    }
+}
+
+/// The previous index: every key copied into a `String`.
+struct StringIndex(HashMap<String, (u32, u32)>);
+impl StringIndex {
+    fn new(batches: &[RecordBatch]) -> Self {
+        let mut m = HashMap::new();
+        for (b, batch) in batches.iter().enumerate() {
+            let keys = batch
+                .column_by_name(COL_KEY)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .expect("keys");
+            for r in 0..keys.len() {
+                m.insert(keys.value(r).to_string(), (b as u32, r as u32));
+            }
+        }
+        StringIndex(m)
+    }
+    #[inline]
+    fn lookup(&self, batches: &[RecordBatch], cols: &[usize], key: &str) -> usize {
+        match self.0.get(key) {
+            Some(&(b, r)) => cols
+                .iter()
+                .map(|&c| {
+                    LoadedTable::cell_at(&batches[b as usize], r as usize, c).map_or(0, str::len)
+                })
+                .sum(),
+            None => 0,
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn main() {
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        child_load(Path::new(&dir));
+        return;
+    }
+    let persons: usize = env_or("PERSONS", 1_000_000);
+    let settings = prepared(persons);
+    let store_dir = settings.store_dir();
+
+    // Load time and RSS, in a fresh process (median of three).
+    let mut loads = Vec::new();
+    for _ in 0..3 {
+        let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .env(CHILD_ENV, &store_dir)
+            .output()
+            .expect("child");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let v: Vec<f64> = line
+            .split(' ')
+            .map(|x| x.parse().expect("number"))
+            .collect();
+        loads.push(v);
+    }
+    loads.sort_by(|a, b| a[0].total_cmp(&b[0]));
+    let load = &loads[1];
+
+    let store = TableStore::open_local(&store_dir).expect("store");
+    let m = store
+        .current(Golden::table(SubjectKind::Person))
+        .expect("current")
+        .expect("a person table");
+    let parquet_bytes = m.bytes();
+    let table = LoadedTable::load(&store, m, COL_KEY).expect("load");
+    let cols = value_columns(&table);
+    let csv = csv_bytes(&table.batches);
+
+    // Keys in a random order, plus 10% that are not in the table.
+    let mut keys: Vec<String> = Vec::with_capacity(table.len() * 11 / 10);
+    for b in &table.batches {
+        let k = b
+            .column_by_name(COL_KEY)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .expect("keys");
+        keys.extend(k.iter().flatten().map(str::to_string));
+    }
+    let n_present = keys.len();
+    for i in 0..n_present / 10 {
+        keys.push(format!("65010219900101{i:04}"));
+    }
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..keys.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        keys.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+
+    let baseline = StringIndex::new(&table.batches);
+    // Both indexes agree on every key.
+    for k in keys.iter().step_by(97) {
+        assert_eq!(
+            lookup(&table, &cols, k),
+            baseline.lookup(&table.batches, &cols, k),
+            "the indexes disagree"
+        );
+    }
+
+    // Single lookups timed one by one, for the distribution.
+    let timer_overhead = {
+        let t = Instant::now();
+        for _ in 0..1_000_000 {
+            black_box(Instant::now());
+        }
+        t.elapsed().as_nanos() as u64 / 1_000_000
+    };
+    let mut samples: Vec<u64> = Vec::with_capacity(keys.len());
+    for k in &keys {
+        let t = Instant::now();
+        black_box(lookup(&table, &cols, black_box(k)));
+        samples.push(t.elapsed().as_nanos() as u64);
+    }
+    samples.sort_unstable();
+
+    // Throughput on one core: criterion, over all keys in random order.
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(20);
+    let mut g = c.benchmark_group(format!("store_lookup/{persons}_persons"));
+    g.throughput(Throughput::Elements(keys.len() as u64));
+    g.bench_function("hashed index + every field value", |b| {
+        b.iter(|| {
+            let mut sum = 0usize;
+            for k in &keys {
+                sum += lookup(&table, &cols, k);
+            }
+            black_box(sum)
+        })
+    });
+    g.bench_function("baseline: String-keyed HashMap + every field value", |b| {
+        b.iter(|| {
+            let mut sum = 0usize;
+            for k in &keys {
+                sum += baseline.lookup(&table.batches, &cols, k);
+            }
+            black_box(sum)
+        })
+    });
+    g.finish();
+
+    // A plain timing of the same loops for the ratio line.
+    let per_sec = |f: &dyn Fn() -> usize| {
+        let t = Instant::now();
+        let mut rounds = 0;
+        while t.elapsed() < Duration::from_secs(2) {
+            black_box(f());
+            rounds += 1;
+        }
+        (rounds * keys.len()) as f64 / t.elapsed().as_secs_f64()
+    };
+    let ours = per_sec(&|| keys.iter().map(|k| lookup(&table, &cols, k)).sum());
+    let theirs = per_sec(&|| {
+        keys.iter()
+            .map(|k| baseline.lookup(&table.batches, &cols, k))
+            .sum()
+    });
+    let baseline_index_mib = (baseline.0.capacity() * (24 + 8 + 1)
+        + baseline.0.keys().map(|k| k.capacity()).sum::<usize>())
+        as f64
+        / 1_048_576.0;
+
+    println!();
+    println!(
+        "store_lookup: {} persons ({} keys looked up, {} absent), {} value columns read per lookup, one core",
+        table.len(),
+        keys.len(),
+        keys.len() - n_present,
+        cols.len()
+    );
+    println!(
+        "  lookups/s          {:>12.0}   (baseline String-keyed HashMap: {:.0}/s; ratio {:.2}x)",
+        ours,
+        theirs,
+        ours / theirs
+    );
+    println!(
+        "  single lookup      p50 {} ns, p99 {} ns, max {} ns (timer overhead ~{} ns included)",
+        percentile(&samples, 0.50),
+        percentile(&samples, 0.99),
+        samples[samples.len() - 1],
+        timer_overhead
+    );
+    println!(
+        "  load (fresh proc)  {:.2} s for {} rows (read, checksum, decode, index; median of 3)",
+        load[0], load[4] as u64
+    );
+    println!(
+        "  RSS after load     {:.0} MiB (peak {:.0} MiB; process before load {:.0} MiB; Arrow + index {:.0} MiB; target <= 1536 MiB)",
+        load[2],
+        load[3],
+        load[1],
+        load[5] / 1_048_576.0
+    );
+    println!(
+        "  index              {:.0} MiB hashed vs {:.0} MiB String-keyed baseline",
+        (table.memory_bytes()
+            - table
+                .batches
+                .iter()
+                .map(RecordBatch::get_array_memory_size)
+                .sum::<usize>()) as f64
+            / 1_048_576.0,
+        baseline_index_mib
+    );
+    println!(
+        "  on disk            {:.1} MB Parquet+zstd vs {:.1} MB CSV of the same rows ({:.1}x smaller)",
+        parquet_bytes as f64 / 1e6,
+        csv as f64 / 1e6,
+        csv as f64 / parquet_bytes as f64
+    );
+}

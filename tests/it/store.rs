@@ -1,0 +1,287 @@
+//! The versioned store under fire: `pull` killed with SIGKILL at random
+//! moments, many times, must leave every committed version intact and
+//! readable, and the next start must clean up what the killed writes left;
+//! a running broker picks up a new version without a restart and keeps
+//! serving the last good one when a new file is damaged.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sharebroker::api::AppState;
+use sharebroker::catalog::SubjectKind;
+use sharebroker::ingest::{COL_KEY, Golden};
+use sharebroker::pull;
+use sharebroker::store::{LoadedTable, TableStore};
+
+use crate::fixture::{prepare, repo};
+
+/// A small deterministic generator: the seed is printed on failure.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn pull_command(data_dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sharebroker"));
+    c.arg("--policies")
+        .arg(repo("policies"))
+        .arg("--connectors")
+        .arg(repo("connectors"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("pull")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// Files under the store's `parts/` and `manifests/` folders.
+fn store_files(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for table in std::fs::read_dir(root).expect("store").flatten() {
+        for sub in ["parts", "manifests"] {
+            let Ok(entries) = std::fs::read_dir(table.path().join(sub)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                out.push(format!(
+                    "{}/{sub}/{}",
+                    table.file_name().to_string_lossy(),
+                    e.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Files that no committed manifest lists.
+fn unlisted(store: &TableStore, root: &Path) -> Vec<String> {
+    let mut listed = HashSet::new();
+    for t in store.tables().expect("tables") {
+        for v in store.versions(&t).expect("versions") {
+            listed.insert(format!("{t}/manifests/v{v:06}.json"));
+            for f in store.manifest(&t, v).expect("manifest").files {
+                listed.insert(format!("{t}/{}", f.path));
+            }
+        }
+    }
+    store_files(root)
+        .into_iter()
+        .filter(|f| !listed.contains(f))
+        .collect()
+}
+
+/// Every committed version of every table reads back and checks out.
+fn assert_intact(store: &TableStore, context: &str) -> usize {
+    let mut versions = 0;
+    for t in store.tables().expect("tables") {
+        let vs = store.versions(&t).expect("versions");
+        let expected: Vec<u64> = (1..=vs.len() as u64).collect();
+        assert_eq!(
+            vs, expected,
+            "{context}: {t}: versions are numbered without gaps"
+        );
+        for v in vs {
+            let m = store
+                .manifest(&t, v)
+                .unwrap_or_else(|e| panic!("{context}: {e}"));
+            store
+                .verify(&m)
+                .unwrap_or_else(|e| panic!("{context}: {e}"));
+            versions += 1;
+        }
+    }
+    versions
+}
+
+#[test]
+fn killing_pulls_at_random_moments_never_damages_a_committed_version() {
+    let p = prepare();
+    let data = p.settings.data_dir.clone();
+    let root = p.settings.store_dir();
+    let store = TableStore::open_local(&root).expect("store");
+    let persons = store
+        .current(Golden::table(SubjectKind::Person))
+        .expect("current")
+        .expect("the fixture pulled once")
+        .rows;
+
+    // How long a whole pull takes here.
+    let started = Instant::now();
+    assert!(pull_command(&data).status().expect("pull").success());
+    let full = started.elapsed();
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let mut rng = Lcg(seed);
+    let (mut during_writes, mut kills) = (0, 0);
+    for round in 0..30 {
+        let before: HashSet<String> = store_files(&root).into_iter().collect();
+        let mut child = pull_command(&data).spawn().expect("spawn pull");
+        if round % 3 == 0 {
+            // Anywhere in the pull.
+            std::thread::sleep(Duration::from_micros(
+                rng.below(full.as_micros() as u64 * 11 / 10),
+            ));
+        } else {
+            // Soon after the first new file appears: inside the writes.
+            let deadline = Instant::now() + full * 3;
+            while Instant::now() < deadline && store_files(&root).iter().all(|f| before.contains(f))
+            {
+                if child.try_wait().expect("wait").is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            std::thread::sleep(Duration::from_micros(rng.below(30_000)));
+        }
+        let _ = child.kill(); // SIGKILL
+        let status = child.wait().expect("wait");
+        kills += usize::from(!status.success());
+        let context = format!("round {round} (seed {seed})");
+        if !unlisted(&store, &root).is_empty() {
+            during_writes += 1;
+        }
+        assert_intact(&store, &context);
+        let golden = LoadedTable::load(
+            &store,
+            store
+                .current(Golden::table(SubjectKind::Person))
+                .expect("current")
+                .expect("some"),
+            COL_KEY,
+        )
+        .unwrap_or_else(|e| panic!("{context}: {e}"));
+        assert_eq!(
+            golden.manifest.rows, persons,
+            "{context}: same sources, same golden rows"
+        );
+    }
+    assert!(
+        kills >= 20,
+        "most pulls must have been killed, not finished: {kills}"
+    );
+    assert!(
+        during_writes >= 3,
+        "too few kills landed inside a write to test anything ({during_writes}; seed {seed})"
+    );
+
+    // The next start cleans up: nothing unlisted is left, and every
+    // committed version still reads.
+    let reopened = TableStore::open_local(&root).expect("store");
+    reopened.recover().expect("recover");
+    assert_eq!(unlisted(&reopened, &root), Vec::<String>::new());
+    assert!(assert_intact(&reopened, "after recovery") > 0);
+    // And a pull after all that completes and is identical to the first.
+    let report = pull::run_configured(&p.settings, &[], false).expect("pull");
+    let person = report
+        .subjects
+        .iter()
+        .find(|(k, _, _)| *k == SubjectKind::Person)
+        .expect("persons");
+    assert_eq!(
+        person.2, 0,
+        "no new subject ids: re-pulling changes nothing"
+    );
+}
+
+/// A whole pull, run as `sharebroker pull` would, off the async runtime.
+async fn pull_off_runtime(settings: &sharebroker::config::Settings) {
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || pull::run_configured(&settings, &[], false))
+        .await
+        .expect("join")
+        .expect("pull");
+}
+
+#[tokio::test]
+async fn a_running_broker_loads_new_versions_and_keeps_the_last_good_one() {
+    let p = prepare();
+    let state = AppState::open(&p.settings).await.expect("state");
+    let v1 = state.tables()[&SubjectKind::Person].manifest.version;
+    assert!(state.reload_tables().await.is_empty(), "nothing new yet");
+
+    // A new pull: picked up without a restart.
+    pull_off_runtime(&p.settings).await;
+    let changed = state.reload_tables().await;
+    let person = changed
+        .iter()
+        .find(|c| c.kind == SubjectKind::Person)
+        .expect("the person table changed");
+    assert_eq!((person.from, person.to), (Some(v1), v1 + 1));
+    let before = state.tables();
+
+    // A pull whose person file is then damaged: the broker names the file
+    // in its log, does not switch, and keeps serving what it had.
+    pull_off_runtime(&p.settings).await;
+    let store = TableStore::open_local(&p.settings.store_dir()).expect("store");
+    // The store's API blocks: off the async runtime, as the broker does.
+    let bad = tokio::task::spawn_blocking(move || {
+        store
+            .current(Golden::table(SubjectKind::Person))
+            .expect("current")
+            .expect("some")
+    })
+    .await
+    .expect("join");
+    let file = p
+        .settings
+        .store_dir()
+        .join(Golden::table(SubjectKind::Person))
+        .join(&bad.files[0].path);
+    let bytes = std::fs::read(&file).expect("read");
+    std::fs::write(&file, &bytes[..bytes.len() - 100]).expect("truncate");
+    let changed = state.reload_tables().await;
+    assert!(
+        changed.iter().all(|c| c.kind != SubjectKind::Person),
+        "{changed:?}"
+    );
+    let now = state.tables();
+    assert_eq!(
+        now[&SubjectKind::Person].manifest.version,
+        v1 + 1,
+        "still the last good version"
+    );
+    assert!(std::sync::Arc::ptr_eq(
+        &now[&SubjectKind::Person],
+        &before[&SubjectKind::Person]
+    ));
+    let (applicant, _) = &p.applicants[0];
+    let key = sharebroker::ingest::subject_key(SubjectKind::Person, applicant).expect("key");
+    assert!(now[&SubjectKind::Person].row(&key).is_some());
+
+    // A restart also falls back to the last good version.
+    state.audit.shutdown();
+    drop((state, now, before));
+    let state = AppState::open(&p.settings).await.expect("state");
+    let restarted = &state;
+    assert_eq!(
+        restarted.tables()[&SubjectKind::Person].manifest.version,
+        v1 + 1
+    );
+
+    // The next good version is taken.
+    pull_off_runtime(&p.settings).await;
+    let changed = state.reload_tables().await;
+    assert!(
+        changed
+            .iter()
+            .any(|c| c.kind == SubjectKind::Person && c.to == bad.version + 1),
+        "{changed:?}"
+    );
+}
