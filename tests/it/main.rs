@@ -5,3 +5,4 @@ mod crash;
 mod e2e;
 mod fixture;
 mod reload;
+mod serving;
