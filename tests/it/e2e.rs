@@ -164,6 +164,19 @@ async fn call_with(
         .await
         .map_err(|e| e.to_string())?;
     check_openapi(method, path, status, &resp_headers, &bytes);
+    if status >= 400 {
+        // No internal detail in an error: no file path, source location or panic.
+        let text = String::from_utf8_lossy(&bytes);
+        let data_dir = b
+            .audit_dir
+            .parent()
+            .expect("data dir")
+            .display()
+            .to_string();
+        for leak in [data_dir.as_str(), ".rs:", "panicked", "/tmp/", "os error"] {
+            assert!(!text.contains(leak), "error body leaks {leak:?}: {text}");
+        }
+    }
     Ok((status, resp_headers, bytes))
 }
 
