@@ -116,6 +116,13 @@ fn entry(i: u64) -> AuditEntry {
         agency: agency.into(),
         role: role.into(),
         officer: Some(format!("{agency}-officer-{:04}", i % 731)),
+        // Shaped like a real officer token (about 250 bytes): claims and
+        // an ECDSA P-256 signature, base64url.
+        officer_token: Some(format!(
+            "{}.{}",
+            "e".repeat(164),
+            sha_hex("token", i).repeat(2).get(..86).unwrap_or("")
+        )),
         certificate: format!("{agency}:{}", sha_hex(agency, 0)),
         method: "POST".into(),
         route: "/v1/cases/{case}/lookup".into(),

@@ -66,6 +66,9 @@ async fn main() {
                     policies_dir: root.join("policies"),
                     connectors_dir: root.join("connectors"),
                     data_dir: dir.path().to_path_buf(),
+                    // One agency drives every lookup: no rate limit here.
+                    rate_limit_per_agency_rps: 1e9,
+                    rate_limit_burst: u32::MAX,
                     ..Settings::default()
                 };
                 let t = Instant::now();
@@ -100,7 +103,7 @@ async fn main() {
                 )
                 .expect("pki");
                 let state = Arc::new(AppState::open(&s).await.expect("state"));
-                let tls = api::tls_config_from(&s, false).expect("tls");
+                let tls = api::tls_config_from(&s).expect("tls");
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                     .await
                     .expect("bind");
@@ -119,12 +122,16 @@ async fn main() {
         &paths.client_key("xj-mzt"),
     )
     .expect("client config");
+    let signer = Arc::new(
+        client::token_signer(&paths.client_key("xj-mzt"), "xj-mzt").expect("officer token key"),
+    );
     let ids = applicants(&sources);
     let run = std::process::id();
     // One open case per applicant, so every lookup is legitimately bound.
     let mut setup = client::MtlsClient::connect(addr, "localhost", config.clone())
         .await
-        .expect("connect");
+        .expect("connect")
+        .with_token_signer(signer.clone());
     let mut cases = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let case = format!("BENCH-{run}-{i}");
@@ -147,10 +154,12 @@ async fn main() {
     for c in 0..conns {
         let config = config.clone();
         let cases = cases.clone();
+        let signer = signer.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = client::MtlsClient::connect(addr, "localhost", config)
                 .await
-                .expect("connect");
+                .expect("connect")
+                .with_token_signer(signer);
             let mut latencies = Vec::with_capacity(100_000);
             let mut i = c;
             while Instant::now() < deadline {

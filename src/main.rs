@@ -35,6 +35,10 @@ struct Cli {
     /// Sources, store, audit log, cases, PKI and seal key.
     #[arg(long, global = true, default_value = "data")]
     data_dir: PathBuf,
+    /// Broker settings file (TOML; see broker.example.toml): limits, TLS,
+    /// store retention. Command-line options win over it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,14 +66,15 @@ enum Command {
     },
     /// Serve the HTTPS API with mutual TLS.
     Serve {
-        #[arg(long, default_value = "127.0.0.1:8443")]
-        listen: std::net::SocketAddr,
-        /// How often a signed audit tree head is published.
-        #[arg(long, default_value_t = sharebroker::config::default_tree_head_interval_secs())]
-        tree_head_interval_secs: u64,
-        /// Size at which the audit log starts a new segment file.
-        #[arg(long, default_value_t = sharebroker::audit::DEFAULT_SEGMENT_MAX_BYTES)]
-        audit_segment_max_bytes: u64,
+        /// Listen address (default 127.0.0.1:8443).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// How often a signed audit tree head is published, in seconds (default 10).
+        #[arg(long)]
+        tree_head_interval_secs: Option<u64>,
+        /// Size at which the audit log starts a new segment file, in bytes (default 64 MiB).
+        #[arg(long)]
+        audit_segment_max_bytes: Option<u64>,
     },
     /// Generate data if absent, pull, and serve, printing commands to try.
     Demo {
@@ -140,12 +145,14 @@ enum StoreCommand {
         /// Say what would be removed, remove nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Keep at least this many newest versions of each table.
-        #[arg(long, default_value_t = store::Retention::default().keep_versions)]
-        keep_versions: usize,
-        /// Keep every version younger than this many days.
-        #[arg(long, default_value_t = store::Retention::default().keep_days)]
-        keep_days: u32,
+        /// Keep at least this many newest versions of each table (default:
+        /// the settings' store_keep_versions, 10).
+        #[arg(long)]
+        keep_versions: Option<usize>,
+        /// Keep every version younger than this many days (default: the
+        /// settings' store_keep_days, 365).
+        #[arg(long)]
+        keep_days: Option<u32>,
     },
 }
 
@@ -155,6 +162,19 @@ enum PkiCommand {
     Init {
         #[arg(long)]
         force: bool,
+    },
+    /// Print an officer token for `curl -H "x-officer-token: …"`, signed with the
+    /// agency's client-certificate key from <data-dir>/pki.
+    Token {
+        /// Agency id (its first certificate name picks the key).
+        #[arg(long)]
+        agency: String,
+        /// The officer's id within the agency.
+        #[arg(long)]
+        officer: String,
+        /// Lifetime in seconds (at most 600).
+        #[arg(long, default_value_t = 600)]
+        lifetime_secs: i64,
     },
 }
 
@@ -417,13 +437,17 @@ fn audit_command(s: &Settings, command: &AuditCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn settings(cli: &Cli) -> Settings {
-    Settings {
+fn settings(cli: &Cli) -> anyhow::Result<Settings> {
+    let s = Settings {
         policies_dir: cli.policies.clone(),
         connectors_dir: cli.connectors.clone(),
         data_dir: cli.data_dir.clone(),
         ..Settings::default()
-    }
+    };
+    Ok(match &cli.config {
+        Some(path) => Settings::load(path, s)?,
+        None => s,
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -434,7 +458,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let s = settings(&cli);
+    let s = settings(&cli)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -444,19 +468,34 @@ fn main() -> anyhow::Result<()> {
         Command::Pki {
             command: PkiCommand::Init { force },
         } => pki_init(&s, *force),
+        Command::Pki {
+            command:
+                PkiCommand::Token {
+                    agency,
+                    officer,
+                    lifetime_secs,
+                },
+        } => {
+            println!("{}", officer_token(&s, agency, officer, *lifetime_secs)?);
+            Ok(())
+        }
         Command::Serve {
             listen,
             tree_head_interval_secs,
             audit_segment_max_bytes,
-        } => rt.block_on(serve(
-            Settings {
-                listen: *listen,
-                tree_head_interval_secs: *tree_head_interval_secs,
-                audit_segment_max_bytes: *audit_segment_max_bytes,
-                ..s
-            },
-            None,
-        )),
+        } => {
+            let mut s = s;
+            if let Some(l) = listen {
+                s.listen = *l;
+            }
+            if let Some(n) = tree_head_interval_secs {
+                s.tree_head_interval_secs = *n;
+            }
+            if let Some(n) = audit_segment_max_bytes {
+                s.audit_segment_max_bytes = *n;
+            }
+            rt.block_on(serve(s, None))
+        }
         Command::Demo { persons, listen } => {
             let s = Settings {
                 listen: *listen,
@@ -777,8 +816,8 @@ fn store_command(s: &Settings, command: &StoreCommand) -> anyhow::Result<()> {
             keep_days,
         } => {
             let retention = store::Retention {
-                keep_versions: *keep_versions,
-                keep_days: *keep_days,
+                keep_versions: keep_versions.unwrap_or(s.store_retention.keep_versions),
+                keep_days: keep_days.unwrap_or(s.store_retention.keep_days),
             };
             for r in store.gc_all(&retention, *dry_run)? {
                 let verb = if *dry_run { "would remove" } else { "removed" };
@@ -821,20 +860,54 @@ fn pki_init(s: &Settings, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A token naming `officer` of `agency`, signed with the key of the
+/// agency's first client certificate in the development PKI.
+fn officer_token(
+    s: &Settings,
+    agency: &str,
+    officer: &str,
+    lifetime_secs: i64,
+) -> anyhow::Result<String> {
+    if !(1..=api::token::MAX_LIFETIME_SECS).contains(&lifetime_secs) {
+        bail!(
+            "--lifetime-secs is 1 to {} (the broker refuses longer tokens)",
+            api::token::MAX_LIFETIME_SECS
+        );
+    }
+    let catalog = Catalog::load(&s.policies_dir)?;
+    let a = catalog
+        .agencies
+        .iter()
+        .find(|a| a.id == agency)
+        .with_context(|| format!("no agency `{agency}` in {}", s.policies_dir.display()))?;
+    let cert_name = a
+        .certificate_names
+        .first()
+        .with_context(|| format!("agency `{agency}` has no certificate name"))?;
+    let key = pki::PkiPaths::new(&s.pki_dir()).client_key(cert_name);
+    let signer = api::client::token_signer(&key, agency)?;
+    Ok(signer.mint(officer, lifetime_secs)?)
+}
+
 async fn serve(s: Settings, demo: Option<String>) -> anyhow::Result<()> {
+    s.check_listen().map_err(anyhow::Error::msg)?;
     let state = Arc::new(AppState::open(&s).await?);
-    let tls = api::tls_config_from(&s, false)?;
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("binding {}", s.listen))?;
-    tracing::info!(listen = %s.listen, policy_version = %state.policy().version, "serving with mutual TLS");
     if let Some(text) = demo {
         println!("{text}");
     }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    api::run(listener, tls, state, shutdown).await?;
+    if s.insecure_plain_http {
+        api::run_plain(listener, pki::PkiPaths::new(&s.pki_dir()), state, shutdown).await?;
+    } else {
+        let tls = api::tls_config_from(&s)?;
+        tracing::info!(listen = %s.listen, tls_min_version = ?s.tls_min_version, policy_version = %state.policy().version, "serving with mutual TLS");
+        api::run(listener, tls, state, shutdown).await?;
+    }
     Ok(())
 }
 
@@ -856,11 +929,22 @@ fn demo_script(s: &Settings) -> anyhow::Result<String> {
     let case = format!("MZ-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
     let url = format!("https://{}", demo_host(s));
     let pki = s.pki_dir();
+    // Each agency's requests carry an officer token signed with its
+    // certificate's key; the printed commands mint them into shell variables.
     let tls = |agency: &str| {
         format!(
-            "curl -s --cacert {ca} --cert {d}/clients/{agency}.pem --key {d}/clients/{agency}.key",
+            "curl -s --cacert {ca} --cert {d}/clients/{agency}.pem --key {d}/clients/{agency}.key -H \"x-officer-token: ${var}\"",
             ca = pki.join("ca.pem").display(),
-            d = pki.display()
+            d = pki.display(),
+            var = token_var(agency),
+        )
+    };
+    let mint = |agency: &str, officer: &str| {
+        format!(
+            "{var}=$(cargo run --release -q -- --policies {pol} --data-dir {data} pki token --agency {agency} --officer {officer})",
+            var = token_var(agency),
+            pol = s.policies_dir.display(),
+            data = s.data_dir.display(),
         )
     };
     let mzt = tls("xj-mzt");
@@ -870,6 +954,12 @@ fn demo_script(s: &Settings) -> anyhow::Result<String> {
 sharebroker demo is up on {url} (mutual TLS; Ctrl-C stops it).
 Applicant: {name1} ({id1}). Civil affairs (xj-mzt) handles a marriage registration (XJ-MZ-0201).
 
+# 0. Officer tokens (valid 10 minutes; run these again when they expire):
+#    which officer asks, signed with the agency's client-certificate key
+{mint_mzt}
+{mint_gjj}
+{mint_sjj}
+
 # 1. Open a case for the applicant (purpose binding: service item + applicant)
 {mzt} {url}/v1/cases {post} '{{"case_id":"{case}","service_item":"XJ-MZ-0201","officer":"mz-officer-007","applicants":[{{"id_number":"{id1}"}}]}}'
 
@@ -877,7 +967,7 @@ Applicant: {name1} ({id1}). Civil affairs (xj-mzt) handles a marriage registrati
 {mzt} {url}/v1/cases/{case}/lookup {post} '{{"subject":{{"id_number":"{id1}"}},"dataset":"population"}}' | tee lookup.json
 
 # 3. Verify the seal offline
-{mzt} {url}/v1/seal/key > seal-key.json && cargo run --release -q -- seal verify --key seal-key.json lookup.json
+curl -s --cacert {ca} --cert {pkid}/clients/xj-mzt.pem --key {pkid}/clients/xj-mzt.key {url}/v1/seal/key > seal-key.json && cargo run --release -q -- seal verify --key seal-key.json lookup.json
 
 # 4. Pre-fill every material the service item needs; the rest is what the applicant must still bring
 {mzt} {url}/v1/cases/{case}/prefill {post} '{{}}'
@@ -899,12 +989,27 @@ Applicant: {name1} ({id1}). Civil affairs (xj-mzt) handles a marriage registrati
 #    and offline, on the log itself:
 cargo run --release -q -- --data-dir {data} audit report --id-number {id1}
 cargo run --release -q -- --data-dir {data} audit verify --key {seal_pub}
+
+# 7. Operations (a client certificate, no officer token, not audited): readiness, Prometheus metrics, the OpenAPI document
+curl -s --cacert {ca} --cert {pkid}/clients/xj-mzt.pem --key {pkid}/clients/xj-mzt.key {url}/v1/ready
+curl -s --cacert {ca} --cert {pkid}/clients/xj-mzt.pem --key {pkid}/clients/xj-mzt.key {url}/v1/metrics
+curl -s --cacert {ca} --cert {pkid}/clients/xj-mzt.pem --key {pkid}/clients/xj-mzt.key {url}/v1/openapi.json
 "#,
+        mint_mzt = mint("xj-mzt", "mz-officer-007"),
+        mint_gjj = mint("xj-gjj", "gjj-officer-012"),
+        mint_sjj = mint("xj-sjj", "auditor-003"),
         gjj = tls("xj-gjj"),
         data = s.data_dir.display(),
         seal_pub = s.seal_key_file().with_extension("pub").display(),
         sjj = tls("xj-sjj"),
+        ca = pki.join("ca.pem").display(),
+        pkid = pki.display(),
     ))
+}
+
+/// The shell variable holding an agency's officer token in the demo commands.
+fn token_var(agency: &str) -> String {
+    format!("{}_TOKEN", agency.replace('-', "_").to_uppercase())
 }
 
 /// Where the printed commands reach the demo: the certificate names

@@ -1,7 +1,9 @@
 //! A small mutual-TLS HTTP/1.1 client with a keep-alive connection: what
 //! the integration tests and the load benchmarks use to call the broker the
 //! way an agency system would (curl and wrk cannot hold a client
-//! certificate over keep-alive the way we need to measure).
+//! certificate over keep-alive the way we need to measure). Given the
+//! agency's key, it names its officer in a signed token (minted for five
+//! minutes, renewed a minute before it expires).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,6 +17,11 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+use super::token::{self, TokenSigner};
+
+/// Lifetime of the tokens the client mints.
+const TOKEN_LIFETIME_SECS: i64 = 300;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("client tls setup: {path}: {reason}")]
@@ -23,6 +30,27 @@ pub enum ClientError {
     Connect(String),
     #[error("request: {0}")]
     Request(String),
+    #[error("officer token: {0}")]
+    Token(#[from] token::TokenError),
+}
+
+/// A token signer for `agency` from the PEM PKCS#8 key of its client
+/// certificate (`clients/<name>.key` of the development PKI).
+pub fn token_signer(key: &Path, agency: &str) -> Result<TokenSigner, ClientError> {
+    match PrivateKeyDer::from_pem_file(key).map_err(|e| setup(key, e))? {
+        PrivateKeyDer::Pkcs8(der) => Ok(TokenSigner::from_pkcs8(der.secret_pkcs8_der(), agency)?),
+        _ => Err(setup(key, "not a pkcs#8 private key")),
+    }
+}
+
+/// What the client puts in the officer token header.
+enum TokenSource {
+    /// Mint tokens with this signer for the client's officer.
+    Signer(Arc<TokenSigner>),
+    /// Send exactly this token (tests: forged, expired, other agency).
+    Fixed(String),
+    /// Send no token.
+    None,
 }
 
 fn setup(path: &Path, reason: impl ToString) -> ClientError {
@@ -63,6 +91,9 @@ pub fn config(
 pub struct MtlsClient {
     sender: SendRequest<Full<Bytes>>,
     officer: String,
+    token: TokenSource,
+    /// The last minted token and its expiry (Unix seconds).
+    minted: Option<(String, i64)>,
 }
 
 impl MtlsClient {
@@ -92,13 +123,47 @@ impl MtlsClient {
         Ok(MtlsClient {
             sender,
             officer: "officer-1".into(),
+            token: TokenSource::None,
+            minted: None,
         })
     }
 
-    /// The officer named in the `x-officer` header of every request.
+    /// The officer named in the token of every request.
     pub fn with_officer(mut self, officer: &str) -> Self {
         self.officer = officer.to_string();
+        self.minted = None;
         self
+    }
+
+    /// Mint the officer token with `signer` (the agency's certificate key).
+    pub fn with_token_signer(mut self, signer: Arc<TokenSigner>) -> Self {
+        self.token = TokenSource::Signer(signer);
+        self.minted = None;
+        self
+    }
+
+    /// Send exactly `token` (or none), for tests of refused tokens.
+    pub fn with_fixed_token(mut self, token: Option<String>) -> Self {
+        self.token = token.map_or(TokenSource::None, TokenSource::Fixed);
+        self
+    }
+
+    fn current_token(&mut self) -> Result<Option<String>, ClientError> {
+        match &self.token {
+            TokenSource::None => Ok(None),
+            TokenSource::Fixed(t) => Ok(Some(t.clone())),
+            TokenSource::Signer(signer) => {
+                let now = chrono::Utc::now().timestamp();
+                match &self.minted {
+                    Some((t, exp)) if *exp - now > 60 => Ok(Some(t.clone())),
+                    _ => {
+                        let t = signer.mint_at(&self.officer, now, TOKEN_LIFETIME_SECS)?;
+                        self.minted = Some((t.clone(), now + TOKEN_LIFETIME_SECS));
+                        Ok(Some(t))
+                    }
+                }
+            }
+        }
     }
 
     /// Send one request; returns the status and the whole body.
@@ -108,16 +173,35 @@ impl MtlsClient {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<(u16, Bytes), ClientError> {
+        let (status, _, bytes) = self.request_full(method, path, &[], body).await?;
+        Ok((status, bytes))
+    }
+
+    /// Send one request with extra headers; returns the status, the
+    /// response headers and the whole body.
+    pub async fn request_full(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Bytes>,
+    ) -> Result<(u16, hyper::HeaderMap, Bytes), ClientError> {
         self.sender
             .ready()
             .await
             .map_err(|e| ClientError::Request(e.to_string()))?;
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header("host", "localhost")
-            .header("content-type", "application/json")
-            .header("x-officer", &self.officer)
+            .header("content-type", "application/json");
+        if let Some(t) = self.current_token()? {
+            req = req.header(token::HEADER, t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| ClientError::Request(e.to_string()))?;
         let resp = self
@@ -126,12 +210,13 @@ impl MtlsClient {
             .await
             .map_err(|e| ClientError::Request(e.to_string()))?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let bytes = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| ClientError::Request(e.to_string()))?
             .to_bytes();
-        Ok((status, bytes))
+        Ok((status, headers, bytes))
     }
 }

@@ -4,7 +4,11 @@
 //! answered; data responses are sealed.
 
 pub mod client;
+mod limits;
+mod metrics;
+pub mod openapi;
 mod routes;
+pub mod token;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::audit::{AuditLog, spawn_tree_head_publisher};
 use crate::catalog::{Agency, Catalog, SubjectKind};
-use crate::config::Settings;
+use crate::config::{Settings, TlsMinVersion};
 use crate::ingest::{COL_KEY, Golden};
 use crate::policy::PolicySet;
 use crate::policy::applications::ApplicationBook;
@@ -121,24 +125,42 @@ impl AppState {
             )?),
             signer: Arc::new(signer),
             max_body_bytes: s.max_body_bytes,
+            limits: Limits::from_settings(s),
+            metrics: metrics::Metrics::default(),
             request_timeout: Duration::from_secs(s.request_timeout_secs),
             tree_head_every: Duration::from_secs(s.tree_head_interval_secs.max(1)),
         })
     }
 }
 
-/// The TLS config from the PKI directory of `s`.
-pub fn tls_config_from(
-    s: &Settings,
-    allow_tls12: bool,
-) -> Result<rustls::ServerConfig, ServeError> {
+/// The TLS config from the PKI directory of `s`: TLS 1.3 only unless
+/// `tls_min_version` is 1.2.
+pub fn tls_config_from(s: &Settings) -> Result<rustls::ServerConfig, ServeError> {
     let paths = crate::pki::PkiPaths { dir: s.pki_dir() };
     tls_config(
         &paths.ca_cert(),
         &paths.server_cert(),
         &paths.server_key(),
-        allow_tls12,
+        s.tls_min_version == TlsMinVersion::Tls12,
     )
+}
+
+/// Limits enforced per request or per connection.
+pub struct Limits {
+    rate: limits::RateLimiter,
+    /// Largest request head, in bytes.
+    pub max_header_bytes: usize,
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Limits {
+    fn from_settings(s: &Settings) -> Limits {
+        Limits {
+            rate: limits::RateLimiter::new(s.rate_limit_per_agency_rps, s.rate_limit_burst),
+            max_header_bytes: s.max_header_bytes,
+            http2_max_concurrent_streams: s.http2_max_concurrent_streams,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +169,8 @@ pub enum ServeError {
     Tls { path: String, reason: String },
     #[error("listen: {0}")]
     Io(#[from] std::io::Error),
+    #[error("plain http is for local testing only and needs a loopback listen address, not {0}")]
+    PlainNotLoopback(SocketAddr),
 }
 
 /// Everything a request needs, shared by all connections.
@@ -174,6 +198,8 @@ pub struct AppState {
     pub audit: Arc<AuditLog>,
     pub signer: Arc<dyn Signer>,
     pub max_body_bytes: usize,
+    pub limits: Limits,
+    metrics: metrics::Metrics,
     pub request_timeout: Duration,
     /// How often the audit log's signed tree head is published.
     pub tree_head_every: Duration,
@@ -388,12 +414,18 @@ impl AppState {
 }
 
 /// Who is calling, from the client certificate of the connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Default)]
 pub struct Caller {
     /// `None` when the certificate is valid but names no known agency.
     pub agency: Option<Agency>,
     /// Common name and SHA-256 fingerprint of the client certificate.
     pub certificate: String,
+    /// The certificate's public key, which verifies officer tokens.
+    pub token_key: Option<Vec<u8>>,
+    /// The last officer token verified on this connection (token, claims):
+    /// a repeated token costs a comparison, not a signature check.
+    // std Mutex: held for a compare or a store, never across an `.await`.
+    pub verified_token: Mutex<Option<(String, token::Claims)>>,
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ServeError> {
@@ -461,15 +493,13 @@ pub fn tls_config(
 /// Identify the agency behind a verified client certificate.
 fn identify(catalog: &Catalog, certs: Option<&[CertificateDer<'_>]>) -> Caller {
     let Some(der) = certs.and_then(|c| c.first()) else {
-        return Caller {
-            agency: None,
-            certificate: String::new(),
-        };
+        return Caller::default();
     };
     let fingerprint =
         hex::encode(ring::digest::digest(&ring::digest::SHA256, der.as_ref()).as_ref());
-    let cn = x509_parser::parse_x509_certificate(der.as_ref())
-        .ok()
+    let parsed = x509_parser::parse_x509_certificate(der.as_ref()).ok();
+    let cn = parsed
+        .as_ref()
         .and_then(|(_, cert)| {
             cert.subject()
                 .iter_common_name()
@@ -481,11 +511,55 @@ fn identify(catalog: &Catalog, certs: Option<&[CertificateDer<'_>]>) -> Caller {
     Caller {
         agency: catalog.agency_by_certificate_name(&cn).cloned(),
         certificate: format!("{cn}:{fingerprint}"),
+        token_key: parsed
+            .as_ref()
+            .and_then(|(_, cert)| token::certificate_key(cert)),
+        verified_token: Mutex::new(None),
+    }
+}
+
+/// The request header naming the client's certificate on a plain-HTTP
+/// listener (local testing only): the broker trusts it as it stands.
+pub const PLAIN_CLIENT_HEADER: &str = "x-sharebroker-client";
+
+/// Identify a plain-HTTP caller by the certificate name in
+/// [`PLAIN_CLIENT_HEADER`], reading `clients/<name>.pem` of the PKI
+/// directory (for the agency and the key that verifies officer tokens).
+fn identify_plain<B>(
+    catalog: &Catalog,
+    pki: &crate::pki::PkiPaths,
+    req: &hyper::Request<B>,
+) -> Caller {
+    let name = req
+        .headers()
+        .get(PLAIN_CLIENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|n| {
+            !n.is_empty()
+                && n.len() <= 64
+                && !n.starts_with('.')
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        });
+    let Some(name) = name else {
+        return Caller::default();
+    };
+    match read_certs(&pki.client_cert(name)) {
+        Ok(certs) => identify(catalog, Some(&certs)),
+        Err(_) => Caller::default(),
     }
 }
 
 /// How often the policy files are checked for changes (hot reload).
 const POLICY_POLL: Duration = Duration::from_secs(2);
+
+/// How a connection reaches HTTP: through the TLS acceptor, or (local
+/// testing only) in plain text with the client named in a header.
+#[derive(Clone)]
+enum Transport {
+    Tls(TlsAcceptor),
+    Plain(Arc<crate::pki::PkiPaths>),
+}
 
 /// Serve on `listener` until `shutdown` resolves; then stop accepting,
 /// drain open connections (up to 10 s) and flush the audit log.
@@ -496,6 +570,36 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let acceptor = TlsAcceptor::from(Arc::new(tls));
+    serve(listener, Transport::Tls(acceptor), state, shutdown).await
+}
+
+/// [`run`] without TLS, for local testing only: the client names its
+/// certificate in the [`PLAIN_CLIENT_HEADER`] header and is believed.
+/// Refused unless `listener` is bound to a loopback address.
+pub async fn run_plain(
+    listener: TcpListener,
+    pki: crate::pki::PkiPaths,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        return Err(ServeError::PlainNotLoopback(addr));
+    }
+    tracing::warn!(
+        listen = %addr,
+        "INSECURE: serving plain HTTP without TLS; any local process can claim any agency \
+         with the `{PLAIN_CLIENT_HEADER}` header. For local testing only: never in production"
+    );
+    serve(listener, Transport::Plain(Arc::new(pki)), state, shutdown).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    transport: Transport,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     let reloader = {
         let state = state.clone();
         tokio::spawn(async move {
@@ -525,7 +629,17 @@ pub async fn run(
         state.tree_head_every,
     );
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Request heads: bounded in size (431 above it) and in time.
+    builder
+        .http1()
+        .max_buf_size(state.limits.max_header_bytes)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(state.request_timeout);
+    builder
+        .http2()
+        .max_concurrent_streams(state.limits.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(state.limits.max_header_bytes).unwrap_or(u32::MAX));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
@@ -539,39 +653,64 @@ pub async fn run(
             _ = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let transport = transport.clone();
         let state = state.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::info!(%peer, error = %e, "tls handshake refused");
-                        return;
+            match transport {
+                Transport::Tls(acceptor) => {
+                    let tls =
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::info!(%peer, error = %e, "tls handshake refused");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::info!(%peer, "tls handshake timed out");
+                                return;
+                            }
+                        };
+                    let caller = Arc::new(identify(
+                        &state.catalog,
+                        tls.get_ref().1.peer_certificates(),
+                    ));
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        let caller = caller.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                routes::handle(state, caller, req).await,
+                            )
+                        }
+                    });
+                    let conn = builder
+                        .serve_connection(TokioIo::new(tls), service)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
-                    Err(_) => {
-                        tracing::info!(%peer, "tls handshake timed out");
-                        return;
-                    }
-                };
-            let caller = Arc::new(identify(
-                &state.catalog,
-                tls.get_ref().1.peer_certificates(),
-            ));
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                let caller = caller.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(routes::handle(state, caller, req).await)
                 }
-            });
-            let conn = builder
-                .serve_connection(TokioIo::new(tls), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                Transport::Plain(pki) => {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        let caller = Arc::new(identify_plain(&state.catalog, &pki, &req));
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                routes::handle(state, caller, req).await,
+                            )
+                        }
+                    });
+                    let conn = builder
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
             }
         });
     }

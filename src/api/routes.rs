@@ -3,16 +3,19 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::Utc;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::token::{self, TokenError};
 use super::{AppState, Caller, Tables};
 use crate::audit::{AuditEntry, AuditFilter, AuditSink};
 use crate::catalog::{Agency, SubjectKind};
@@ -40,8 +43,27 @@ impl ApiError {
             code,
             message: message.into(),
             withheld: Vec::new(),
-            refusal: status == StatusCode::FORBIDDEN,
+            // Refused for who is asking, not failed: audited as a `deny`.
+            refusal: status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED,
         }
+    }
+}
+
+/// Officer tokens that do not pass are 401s, each with its own code.
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        let code = match e {
+            TokenError::Missing => "token_missing",
+            TokenError::Expired => "token_expired",
+            TokenError::WrongAgency { .. } => "token_wrong_agency",
+            TokenError::Malformed(_)
+            | TokenError::BadSignature
+            | TokenError::UnsupportedKey
+            | TokenError::NotYetValid
+            | TokenError::TooLong
+            | TokenError::Signing(_) => "token_invalid",
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, code, e.to_string())
     }
 }
 
@@ -123,40 +145,178 @@ fn withheld_json(w: &[(String, String)]) -> Value {
     )
 }
 
-/// Entry point for every request on every connection.
+/// Entry point for every request on every connection: answer, and count
+/// the answer in the metrics.
 pub async fn handle(
     state: Arc<AppState>,
     caller: Arc<Caller>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    // Liveness and the public seal key carry no data and are not audited.
-    match (&method, path.as_str()) {
-        (&Method::GET, "/v1/health") => {
-            return json_response(StatusCode::OK, &json!({ "status": "ok" }));
+    let started = Instant::now();
+    let route = route_template(req.uri().path());
+    let resp = answer(&state, &caller, req, &route).await;
+    state
+        .metrics
+        .record(&route, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+/// The verified officer token of a request: the signature is checked once
+/// per token and connection; time and agency on every request.
+fn officer_token(
+    caller: &Caller,
+    agency: &Agency,
+    headers: &hyper::HeaderMap,
+) -> Result<(token::Claims, String), TokenError> {
+    let raw = headers
+        .get(token::HEADER)
+        .ok_or(TokenError::Missing)?
+        .to_str()
+        .map_err(|_| TokenError::Malformed("the header is not visible ascii"))?
+        .trim();
+    let now = Utc::now().timestamp();
+    // std Mutex: a compare or a store, never held across an `.await`.
+    let mut cached = caller
+        .verified_token
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some((t, claims)) = cached.as_ref()
+        && t == raw
+    {
+        token::check_claims(claims, &agency.id, now)?;
+        return Ok((claims.clone(), t.clone()));
+    }
+    let claims = token::verify(raw, caller.token_key.as_deref(), &agency.id, now)?;
+    *cached = Some((raw.to_string(), claims.clone()));
+    Ok((claims, raw.to_string()))
+}
+
+/// Liveness, readiness, metrics, this API's description and the public seal
+/// key carry no data: answered without an agency or officer token, not
+/// audited, not rate-limited.
+fn operations_route(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+) -> Option<Response<Full<Bytes>>> {
+    if method != Method::GET {
+        return None;
+    }
+    Some(match path {
+        "/v1/health" => json_response(StatusCode::OK, &json!({ "status": "ok" })),
+        "/v1/ready" => ready(state),
+        "/v1/metrics" => {
+            let snapshot = super::metrics::Snapshot {
+                audit: state.audit.stats(),
+                audit_accepting: state.audit.accepting(),
+                audit_entries: state.audit.size(),
+                policy_version: &state.policy().version,
+                tables: table_versions(state),
+            };
+            let mut r = Response::new(Full::new(Bytes::from(state.metrics.render(&snapshot))));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
         }
-        (&Method::GET, "/v1/seal/key") => {
+        "/v1/openapi.json" => {
+            let mut r = Response::new(Full::new(Bytes::from_static(
+                super::openapi::DOCUMENT.as_bytes(),
+            )));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        "/v1/seal/key" => {
             let mut r = json_response(
                 StatusCode::OK,
                 &json!({ "key": seal::public_key_file_contents(state.signer.as_ref()) }),
             );
             r.headers_mut()
                 .insert("cache-control", HeaderValue::from_static("max-age=3600"));
-            return r;
+            r
         }
-        _ => {}
+        _ => return None,
+    })
+}
+
+/// (table, version) of every loaded golden table.
+fn table_versions(state: &AppState) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = state
+        .tables()
+        .iter()
+        .map(|(k, t)| {
+            (
+                crate::ingest::Golden::table(*k).to_string(),
+                t.manifest.version,
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Ready once every golden table is loaded and the audit log accepts
+/// appends (the policy is loaded before the server starts at all).
+fn ready(state: &AppState) -> Response<Full<Bytes>> {
+    let mut missing = Vec::new();
+    let tables = state.tables();
+    for kind in [SubjectKind::Person, SubjectKind::Organisation] {
+        if !tables.contains_key(&kind) {
+            missing.push(format!(
+                "table `{}` is not loaded",
+                crate::ingest::Golden::table(kind)
+            ));
+        }
     }
-    // The header may carry a Chinese name: UTF-8, not only visible ASCII.
-    let officer_header = req
-        .headers()
-        .get("x-officer")
-        .map(|v| String::from_utf8(v.as_bytes().to_vec()));
-    let bad_officer = matches!(officer_header, Some(Err(_)));
-    let officer = officer_header
-        .and_then(Result::ok)
-        .map(|o| o.trim().to_string())
-        .filter(|o| !o.is_empty());
+    if !state.audit.accepting() {
+        missing.push("the audit log is not writable".to_string());
+    }
+    if missing.is_empty() {
+        let tables: serde_json::Map<String, Value> = table_versions(state)
+            .into_iter()
+            .map(|(t, v)| (t, json!(v)))
+            .collect();
+        json_response(
+            StatusCode::OK,
+            &json!({ "status": "ready", "policy_version": state.policy().version, "tables": tables }),
+        )
+    } else {
+        let e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("not ready: {}", missing.join("; ")),
+        );
+        json_response(e.status, &error_body(&e))
+    }
+}
+
+async fn answer(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    req: Request<Incoming>,
+    route: &str,
+) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    if let Some(r) = operations_route(state, &method, req.uri().path()) {
+        return r;
+    }
+    // Rate limit per agency, before any work: a 429 is not audited (the
+    // audit log must not be the way to flood the broker), only counted.
+    let limit_key = caller.agency.as_ref().map_or("unknown", |a| a.id.as_str());
+    if let Err(wait) = state.limits.rate.check(limit_key, Instant::now()) {
+        state.metrics.record_rate_limited(limit_key);
+        let secs = super::limits::retry_after_secs(wait);
+        let e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests from this agency; retry after {secs} s"),
+        );
+        let mut r = json_response(e.status, &error_body(&e));
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        return r;
+    }
     let mut entry = AuditEntry {
         time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         agency: caller
@@ -164,20 +324,48 @@ pub async fn handle(
             .as_ref()
             .map(|a| a.id.clone())
             .unwrap_or_else(|| "unknown".into()),
-        officer,
         certificate: caller.certificate.clone(),
         method: method.to_string(),
-        route: route_template(&path),
+        route: route.to_string(),
         ..AuditEntry::default()
     };
-    let result = if bad_officer {
-        Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_header",
-            "`x-officer` is not UTF-8",
-        ))
-    } else {
-        dispatch(&state, &caller, req, &mut entry).await
+    // Which officer asks: a token signed with the certificate's key. A
+    // certificate of no known agency is refused (403) in `dispatch`.
+    let officer = caller
+        .agency
+        .as_ref()
+        .map(|agency| officer_token(caller, agency, req.headers()))
+        .transpose();
+    let result = match officer {
+        Err(e) => Err(ApiError::from(e)),
+        Ok(claims) => {
+            if let Some((claims, token)) = claims {
+                entry.officer = Some(claims.officer);
+                entry.officer_token = Some(token);
+            }
+            // One deadline for the whole request: past it while the body
+            // is still arriving, the client was slow (408); otherwise the
+            // broker was (503).
+            let reading_body = AtomicBool::new(false);
+            match tokio::time::timeout(
+                state.request_timeout,
+                dispatch(state, caller, req, &mut entry, &reading_body),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) if reading_body.load(Ordering::Relaxed) => Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request body took too long to arrive",
+                )),
+                Err(_) => Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_timeout",
+                    "the broker could not answer in time; try again later",
+                )),
+            }
+        }
     };
     let (status, mut body, sealed) = match result {
         Ok(r) => {
@@ -217,7 +405,14 @@ pub async fn handle(
     if sealed {
         seal::seal(state.signer.as_ref(), &mut body);
     }
-    json_response(status, &body)
+    let mut r = json_response(status, &body);
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("OfficerToken header=\"x-officer-token\""),
+        );
+    }
+    r
 }
 
 /// The route with ids replaced, for the audit log: never a raw path, which
@@ -237,6 +432,12 @@ fn route_template(path: &str) -> String {
             "v1",
             r @ ("cases" | "catalog" | "audit" | "applications"),
         ] => format!("/v1/{r}"),
+        [
+            "",
+            "v1",
+            r @ ("health" | "ready" | "metrics" | "openapi.json"),
+        ] => format!("/v1/{r}"),
+        ["", "v1", "seal", "key"] => "/v1/seal/key".to_string(),
         ["", "v1", "applications", _, v @ ("approve" | "refuse")] => {
             format!("/v1/applications/{{id}}/{v}")
         }
@@ -275,38 +476,33 @@ fn valid_case_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Read a JSON body of at most `limit` bytes within `timeout`.
+/// Read a JSON body of at most `limit` bytes; `reading` is set while the
+/// body is arriving (the request deadline is kept by the caller).
 async fn read_json<T: for<'de> Deserialize<'de>>(
     req: Request<Incoming>,
     limit: usize,
-    timeout: std::time::Duration,
+    reading: &AtomicBool,
 ) -> Result<T, ApiError> {
-    let body = tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect())
-        .await
-        .map_err(|_| {
+    reading.store(true, Ordering::Relaxed);
+    let body = Limited::new(req.into_body(), limit).collect().await;
+    reading.store(false, Ordering::Relaxed);
+    let body = body.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
             ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                "the request body took too long to arrive",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is larger than {limit} bytes"),
             )
-        })?
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("the request body is larger than {limit} bytes"),
-                )
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_body",
-                    "the request body could not be read",
-                )
-            }
-        })?;
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "the request body could not be read",
+            )
+        }
+    })?;
     let bytes = body.to_bytes();
     serde_json::from_slice(&bytes).map_err(|e| {
         let status = if e.is_data() {
@@ -374,6 +570,7 @@ async fn dispatch(
     caller: &Caller,
     req: Request<Incoming>,
     entry: &mut AuditEntry,
+    reading: &AtomicBool,
 ) -> Result<Reply, ApiError> {
     let agency = require_agency(caller)?.clone();
     entry.role = agency.roles.first().cloned().unwrap_or_default();
@@ -384,7 +581,7 @@ async fn dispatch(
     match (req.method().clone(), parts.as_slice()) {
         (Method::GET, ["", "v1", "catalog"]) => Ok(catalog(state)),
         (Method::POST, ["", "v1", "cases"]) => {
-            let body: OpenCase = read_json(req, limit, state.request_timeout).await?;
+            let body: OpenCase = read_json(req, limit, reading).await?;
             open_case(state, &agency, body, entry).await
         }
         (Method::GET, ["", "v1", "cases"]) => Ok(Reply {
@@ -409,18 +606,18 @@ async fn dispatch(
             valid_case_id(id)?;
             entry.case_id = Some(id.to_string());
             let id = id.to_string();
-            let body: Lookup = read_json(req, limit, state.request_timeout).await?;
+            let body: Lookup = read_json(req, limit, reading).await?;
             lookup(state, &agency, &id, body, entry).await
         }
         (Method::POST, ["", "v1", "cases", id, "prefill"]) => {
             valid_case_id(id)?;
             entry.case_id = Some(id.to_string());
             let id = id.to_string();
-            let body: Prefill = read_json(req, limit, state.request_timeout).await?;
+            let body: Prefill = read_json(req, limit, reading).await?;
             prefill(state, &agency, &id, body, entry).await
         }
         (Method::POST, ["", "v1", "applications"]) => {
-            let body: Apply = read_json(req, limit, state.request_timeout).await?;
+            let body: Apply = read_json(req, limit, reading).await?;
             apply(state, &agency, body, entry).await
         }
         (Method::GET, ["", "v1", "applications"]) => Ok(Reply {
@@ -440,7 +637,7 @@ async fn dispatch(
         ) => {
             valid_case_id(id)?;
             let (id, approve) = (id.to_string(), *verdict == "approve");
-            let body: Decide = read_json(req, limit, state.request_timeout).await?;
+            let body: Decide = read_json(req, limit, reading).await?;
             decide(state, &agency, &id, approve, body, entry).await
         }
         (Method::GET, ["", "v1", "audit"]) => {
@@ -475,7 +672,9 @@ async fn dispatch(
             | ["", "v1", "applications"]
             | ["", "v1", "applications", _, "approve" | "refuse"]
             | ["", "v1", "audit", "report" | "anomalies" | "tree-head"]
-            | ["", "v1", "audit", "proof", "inclusion" | "consistency"],
+            | ["", "v1", "audit", "proof", "inclusion" | "consistency"]
+            | ["", "v1", "health" | "ready" | "metrics" | "openapi.json"]
+            | ["", "v1", "seal", "key"],
         ) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -484,7 +683,7 @@ async fn dispatch(
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            "no such route; see /v1/catalog",
+            "no such route; see /v1/openapi.json",
         )),
     }
 }

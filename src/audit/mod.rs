@@ -98,8 +98,14 @@ pub struct AuditEntry {
     pub agency: String,
     /// Role the agency acted in.
     pub role: String,
-    /// Officer handling the case, if the client named one.
+    /// The officer who asked, from the verified officer token (before
+    /// tokens: the case's officer, if the client named none).
     pub officer: Option<String>,
+    /// The officer token the request carried, verified against the client
+    /// certificate: with that certificate, evidence of which officer of
+    /// which agency asked. Absent in entries written before tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub officer_token: Option<String>,
     /// Client certificate common name + ":" + SHA-256 fingerprint hex.
     pub certificate: String,
     /// HTTP method.
@@ -314,6 +320,37 @@ pub struct AuditLog {
     heads: Mutex<sth::HeadStore>,
     /// Holds an exclusive lock on `<dir>/LOCK` so only one process writes the log.
     _lock_file: File,
+    stats: Arc<AuditStats>,
+}
+
+/// Upper bounds of the batch-size histogram buckets (entries per fsync).
+pub const BATCH_SIZE_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/// Counters the writer keeps for monitoring, read without locks.
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    /// Entries made durable.
+    pub appends: std::sync::atomic::AtomicU64,
+    /// Group commits (one write + fsync each).
+    pub batches: std::sync::atomic::AtomicU64,
+    /// Batches of at most `BATCH_SIZE_BUCKETS[i]` entries (not cumulative);
+    /// the last slot counts larger ones.
+    pub batch_size_counts: [std::sync::atomic::AtomicU64; BATCH_SIZE_BUCKETS.len() + 1],
+    /// Set once a write failed: the log refuses appends until reopened.
+    pub failed: std::sync::atomic::AtomicBool,
+}
+
+impl AuditStats {
+    fn record_batch(&self, n: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.appends.fetch_add(n as u64, Relaxed);
+        self.batches.fetch_add(1, Relaxed);
+        let slot = BATCH_SIZE_BUCKETS
+            .iter()
+            .position(|&b| n as u64 <= b)
+            .unwrap_or(BATCH_SIZE_BUCKETS.len());
+        self.batch_size_counts[slot].fetch_add(1, Relaxed);
+    }
 }
 
 impl AuditLog {
@@ -378,6 +415,7 @@ impl AuditLog {
         let next_index = tree.merkle.size();
         let tree = Arc::new(Mutex::new(tree));
         let (tx, rx) = mpsc::sync_channel::<Job>(MAX_QUEUED_APPENDS);
+        let stats = Arc::new(AuditStats::default());
         let writer = Writer {
             file,
             file_len,
@@ -388,6 +426,7 @@ impl AuditLog {
             next_index,
             tree: Arc::clone(&tree),
             failed: None,
+            stats: Arc::clone(&stats),
         };
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -405,7 +444,24 @@ impl AuditLog {
             salts: Mutex::new(salts),
             heads: Mutex::new(heads),
             _lock_file: lock_file,
+            stats,
         })
+    }
+
+    /// Append and group-commit counters, for metrics.
+    pub fn stats(&self) -> &AuditStats {
+        &self.stats
+    }
+
+    /// Whether appends are being accepted: the writer runs and no write has
+    /// failed (a failed log refuses every append until it is reopened).
+    pub fn accepting(&self) -> bool {
+        !self.stats.failed.load(std::sync::atomic::Ordering::Relaxed)
+            && self
+                .sender
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
     }
 
     /// Salted commitment `hex(SHA-256(salt || key))` for a subject, creating (and fsyncing)
@@ -638,6 +694,7 @@ struct Writer {
     next_index: u64,
     tree: Arc<Mutex<Tree>>,
     failed: Option<String>,
+    stats: Arc<AuditStats>,
 }
 
 impl Writer {
@@ -679,6 +736,9 @@ impl Writer {
             Err(err) => {
                 tracing::error!(path = %next.display(), %err, "cannot start the next audit segment; refusing further appends");
                 self.failed = Some(format!("cannot start segment {}: {err}", next.display()));
+                self.stats
+                    .failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }
@@ -716,6 +776,7 @@ impl Writer {
                 self.file_len += buf.len() as u64;
                 self.next_index = index;
                 lock(&self.tree).extend(pending.iter().map(|(_, _, leaf)| *leaf));
+                self.stats.record_batch(pending.len());
                 for (done, index, _) in pending {
                     let _ = done.send(Ok(index));
                 }
@@ -731,6 +792,9 @@ impl Writer {
                 let _ = self.file.set_len(self.file_len);
                 let source = Arc::new(err);
                 self.failed = Some(source.to_string());
+                self.stats
+                    .failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 for (done, _, _) in pending {
                     let _ = done.send(Err(AuditError::WriteFailed {
                         path: self.path.clone(),

@@ -123,7 +123,7 @@ impl Source {
 
 /// The broker's own settings. Every field has an embedded default so that
 /// `sharebroker demo` runs from a clean clone with no config file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// Catalogue, agencies, service items and casbin policy files.
     pub policies_dir: PathBuf,
@@ -141,11 +141,35 @@ pub struct Settings {
     pub tree_head_interval_secs: u64,
     /// Size at which the audit log starts a new segment file, in bytes.
     pub audit_segment_max_bytes: u64,
+    /// Sustained requests per second each agency may make (token bucket
+    /// refill rate); above it requests get 429 with `Retry-After`.
+    pub rate_limit_per_agency_rps: f64,
+    /// Requests an agency may make at once above the sustained rate
+    /// (token bucket size).
+    pub rate_limit_burst: u32,
+    /// Largest request head (request line and headers) accepted, in bytes:
+    /// HTTP/1.1 read buffer and HTTP/2 header list size.
+    pub max_header_bytes: usize,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
+    /// Oldest TLS version accepted (`"1.3"`, or `"1.2"` when configured).
+    pub tls_min_version: TlsMinVersion,
+    /// Serve plain HTTP without TLS, the client naming its certificate in
+    /// a header: for local testing only, refused unless `listen` is a
+    /// loopback address.
+    pub insecure_plain_http: bool,
     /// How many old table versions to keep, and for how long (`pull` and
     /// `store gc` apply it).
     pub store_retention: crate::store::Retention,
     /// How often a running broker looks for new table versions, in seconds.
     pub store_poll_interval_secs: u64,
+}
+
+/// Oldest TLS version the listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMinVersion {
+    Tls12,
+    Tls13,
 }
 
 impl Default for Settings {
@@ -159,10 +183,38 @@ impl Default for Settings {
             request_timeout_secs: default_request_timeout_secs(),
             tree_head_interval_secs: default_tree_head_interval_secs(),
             audit_segment_max_bytes: crate::audit::DEFAULT_SEGMENT_MAX_BYTES,
+            rate_limit_per_agency_rps: default_rate_limit_per_agency_rps(),
+            rate_limit_burst: default_rate_limit_burst(),
+            max_header_bytes: default_max_header_bytes(),
+            http2_max_concurrent_streams: default_http2_max_concurrent_streams(),
+            tls_min_version: TlsMinVersion::Tls13,
+            insecure_plain_http: false,
             store_retention: crate::store::Retention::default(),
             store_poll_interval_secs: default_store_poll_interval_secs(),
         }
     }
+}
+
+/// 2,000 requests per second per agency: case work by hundreds of officers
+/// at once is far below it; bulk reads go through exports.
+pub fn default_rate_limit_per_agency_rps() -> f64 {
+    2_000.0
+}
+
+/// 4,000 requests: two seconds at the default rate.
+pub fn default_rate_limit_burst() -> u32 {
+    4_000
+}
+
+/// 16 KiB: a request head with a client certificate name, an officer token
+/// and the usual headers is well under 2 KiB.
+pub fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+
+/// 100 streams per HTTP/2 connection (RFC 9113 recommends at least 100).
+pub fn default_http2_max_concurrent_streams() -> u32 {
+    100
 }
 
 /// `127.0.0.1:8443`: local only until an operator says otherwise.
@@ -215,6 +267,199 @@ impl Settings {
     }
 }
 
+/// The broker's settings file as written: every key optional (the default
+/// applies), unknown keys refused.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    listen: Option<toml::Spanned<String>>,
+    max_body_bytes: Option<toml::Spanned<i64>>,
+    request_timeout_secs: Option<toml::Spanned<i64>>,
+    tree_head_interval_secs: Option<toml::Spanned<i64>>,
+    audit_segment_max_bytes: Option<toml::Spanned<i64>>,
+    rate_limit_per_agency_rps: Option<toml::Spanned<f64>>,
+    rate_limit_burst: Option<toml::Spanned<i64>>,
+    max_header_bytes: Option<toml::Spanned<i64>>,
+    http2_max_concurrent_streams: Option<toml::Spanned<i64>>,
+    tls_min_version: Option<toml::Spanned<String>>,
+    insecure_plain_http: Option<toml::Spanned<bool>>,
+    store_keep_versions: Option<toml::Spanned<i64>>,
+    store_keep_days: Option<toml::Spanned<i64>>,
+    store_poll_interval_secs: Option<toml::Spanned<i64>>,
+}
+
+impl Settings {
+    /// Settings from a TOML file (see `broker.example.toml`): each key
+    /// present replaces its default in `base`. Every problem is reported
+    /// as `file:line: key: reason`.
+    pub fn load(path: &Path, base: Settings) -> Result<Settings, ConfigErrors> {
+        let src = Source::read(path)?;
+        let raw: RawSettings = src.parse_toml()?;
+        let mut s = base;
+        let mut errors = Vec::new();
+        let mut int = |v: &Option<toml::Spanned<i64>>,
+                       key: &str,
+                       range: std::ops::RangeInclusive<i64>,
+                       unit: &str|
+         -> Option<i64> {
+            let v = v.as_ref()?;
+            if range.contains(v.get_ref()) {
+                Some(*v.get_ref())
+            } else {
+                errors.push(src.error_at(
+                    v.span(),
+                    key,
+                    format!(
+                        "must be from {} to {} {unit}, found {}",
+                        range.start(),
+                        range.end(),
+                        v.get_ref()
+                    ),
+                ));
+                None
+            }
+        };
+        if let Some(n) = int(&raw.max_body_bytes, "max_body_bytes", 1..=1 << 30, "bytes") {
+            s.max_body_bytes = n as usize;
+        }
+        if let Some(n) = int(
+            &raw.request_timeout_secs,
+            "request_timeout_secs",
+            1..=3600,
+            "seconds",
+        ) {
+            s.request_timeout_secs = n as u64;
+        }
+        if let Some(n) = int(
+            &raw.tree_head_interval_secs,
+            "tree_head_interval_secs",
+            1..=86_400,
+            "seconds",
+        ) {
+            s.tree_head_interval_secs = n as u64;
+        }
+        if let Some(n) = int(
+            &raw.audit_segment_max_bytes,
+            "audit_segment_max_bytes",
+            4096..=1 << 40,
+            "bytes",
+        ) {
+            s.audit_segment_max_bytes = n as u64;
+        }
+        if let Some(n) = int(
+            &raw.rate_limit_burst,
+            "rate_limit_burst",
+            1..=10_000_000,
+            "requests",
+        ) {
+            s.rate_limit_burst = n as u32;
+        }
+        // hyper's HTTP/1.1 read buffer cannot be smaller than 8 KiB.
+        if let Some(n) = int(
+            &raw.max_header_bytes,
+            "max_header_bytes",
+            8192..=1 << 20,
+            "bytes",
+        ) {
+            s.max_header_bytes = n as usize;
+        }
+        if let Some(n) = int(
+            &raw.http2_max_concurrent_streams,
+            "http2_max_concurrent_streams",
+            1..=10_000,
+            "streams",
+        ) {
+            s.http2_max_concurrent_streams = n as u32;
+        }
+        if let Some(n) = int(
+            &raw.store_keep_versions,
+            "store_keep_versions",
+            1..=1_000_000,
+            "versions",
+        ) {
+            s.store_retention.keep_versions = n as usize;
+        }
+        if let Some(n) = int(&raw.store_keep_days, "store_keep_days", 0..=36_500, "days") {
+            s.store_retention.keep_days = n as u32;
+        }
+        if let Some(n) = int(
+            &raw.store_poll_interval_secs,
+            "store_poll_interval_secs",
+            1..=3600,
+            "seconds",
+        ) {
+            s.store_poll_interval_secs = n as u64;
+        }
+        if let Some(v) = &raw.rate_limit_per_agency_rps {
+            let rps = *v.get_ref();
+            if rps.is_finite() && rps > 0.0 && rps <= 10_000_000.0 {
+                s.rate_limit_per_agency_rps = rps;
+            } else {
+                errors.push(src.error_at(
+                    v.span(),
+                    "rate_limit_per_agency_rps",
+                    format!(
+                        "must be more than 0 and at most 10000000 requests per second, found {rps}"
+                    ),
+                ));
+            }
+        }
+        if let Some(v) = &raw.tls_min_version {
+            match v.get_ref().as_str() {
+                "1.3" => s.tls_min_version = TlsMinVersion::Tls13,
+                "1.2" => s.tls_min_version = TlsMinVersion::Tls12,
+                other => errors.push(src.error_at(
+                    v.span(),
+                    "tls_min_version",
+                    format!("must be \"1.3\" or \"1.2\", found {other:?}"),
+                )),
+            }
+        }
+        if let Some(v) = &raw.listen {
+            match v.get_ref().parse::<SocketAddr>() {
+                Ok(a) => s.listen = a,
+                Err(_) => errors.push(src.error_at(
+                    v.span(),
+                    "listen",
+                    format!(
+                        "must be an address and port such as \"127.0.0.1:8443\", found {:?}",
+                        v.get_ref()
+                    ),
+                )),
+            }
+        }
+        if let Some(v) = &raw.insecure_plain_http {
+            s.insecure_plain_http = *v.get_ref();
+            if s.insecure_plain_http && !s.listen.ip().is_loopback() {
+                errors.push(src.error_at(
+                    v.span(),
+                    "insecure_plain_http",
+                    format!(
+                        "plain http is for local testing only and needs a loopback `listen` address, found {}",
+                        s.listen
+                    ),
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(s)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Whether these settings may be served: plain HTTP only on loopback.
+    pub fn check_listen(&self) -> Result<(), String> {
+        if self.insecure_plain_http && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "insecure_plain_http: plain http is for local testing only and needs a loopback listen address, found {}",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +480,124 @@ mod tests {
         assert_eq!(e.line, Some(3));
         assert!(e.reason.contains("unknown field `b`"), "{}", e.reason);
         assert!(e.to_string().starts_with("x.toml:3: "), "{e}");
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/settings")
+            .join(name)
+    }
+
+    #[test]
+    fn the_good_settings_file_sets_every_key() {
+        let s = Settings::load(&fixture("good.toml"), Settings::default()).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:9443".parse().unwrap());
+        assert_eq!(s.max_body_bytes, 32768);
+        assert_eq!(s.request_timeout_secs, 20);
+        assert_eq!(s.tree_head_interval_secs, 5);
+        assert_eq!(s.audit_segment_max_bytes, 1 << 20);
+        assert_eq!(s.rate_limit_per_agency_rps, 500.0);
+        assert_eq!(s.rate_limit_burst, 1000);
+        assert_eq!(s.max_header_bytes, 32768);
+        assert_eq!(s.http2_max_concurrent_streams, 50);
+        assert_eq!(s.tls_min_version, TlsMinVersion::Tls12);
+        assert!(s.insecure_plain_http);
+        // An empty file keeps every default.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("empty.toml"), "").unwrap();
+        let d = Settings::load(&dir.path().join("empty.toml"), Settings::default()).unwrap();
+        assert_eq!(d.tls_min_version, TlsMinVersion::Tls13);
+        assert!(!d.insecure_plain_http);
+        assert_eq!(d.rate_limit_burst, default_rate_limit_burst());
+    }
+
+    #[test]
+    fn wrong_settings_files_name_file_line_and_key() {
+        // (fixture, the whole expected message after the directory)
+        let cases = [
+            (
+                "wrong-unknown-key.toml",
+                "wrong-unknown-key.toml:2: unknown field `rate_limit_rps`, expected one of `listen`, `max_body_bytes`, `request_timeout_secs`, `tree_head_interval_secs`, `audit_segment_max_bytes`, `rate_limit_per_agency_rps`, `rate_limit_burst`, `max_header_bytes`, `http2_max_concurrent_streams`, `tls_min_version`, `insecure_plain_http`, `store_keep_versions`, `store_keep_days`, `store_poll_interval_secs`",
+            ),
+            (
+                "wrong-rate-limit-per-agency-rps.toml",
+                "wrong-rate-limit-per-agency-rps.toml:2: rate_limit_per_agency_rps: must be more than 0 and at most 10000000 requests per second, found 0",
+            ),
+            (
+                "wrong-rate-limit-burst.toml",
+                "wrong-rate-limit-burst.toml:3: rate_limit_burst: must be from 1 to 10000000 requests, found 0",
+            ),
+            (
+                "wrong-max-header-bytes.toml",
+                "wrong-max-header-bytes.toml:1: max_header_bytes: must be from 8192 to 1048576 bytes, found 1024",
+            ),
+            (
+                "wrong-http2-max-concurrent-streams.toml",
+                "wrong-http2-max-concurrent-streams.toml:2: http2_max_concurrent_streams: must be from 1 to 10000 streams, found 0",
+            ),
+            (
+                "wrong-tls-min-version.toml",
+                "wrong-tls-min-version.toml:1: tls_min_version: must be \"1.3\" or \"1.2\", found \"1.1\"",
+            ),
+            (
+                "wrong-insecure-plain-http.toml",
+                "wrong-insecure-plain-http.toml:3: insecure_plain_http: plain http is for local testing only and needs a loopback `listen` address, found 0.0.0.0:8080",
+            ),
+            (
+                "wrong-store-keep-versions.toml",
+                "wrong-store-keep-versions.toml:2: store_keep_versions: must be from 1 to 1000000 versions, found 0",
+            ),
+            (
+                "wrong-listen.toml",
+                "wrong-listen.toml:1: listen: must be an address and port such as \"127.0.0.1:8443\", found \"localhost\"",
+            ),
+            (
+                "wrong-type.toml",
+                "wrong-type.toml:1: invalid type: string \"many\", expected i64",
+            ),
+        ];
+        let dir = fixture("").display().to_string();
+        let mismatches: Vec<String> = cases
+            .iter()
+            .filter_map(|(file, want)| {
+                let got = Settings::load(&fixture(file), Settings::default())
+                    .unwrap_err()
+                    .to_string();
+                (got.strip_prefix(&dir) != Some(*want)).then(|| format!("{file}: got {got}"))
+            })
+            .collect();
+        assert!(mismatches.is_empty(), "{mismatches:#?}");
+    }
+
+    #[test]
+    fn the_example_file_states_every_default() {
+        // Start from settings where every key differs from its default.
+        let changed = Settings::load(&fixture("good.toml"), Settings::default()).unwrap();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("broker.example.toml");
+        assert_eq!(
+            Settings::load(&example, changed).unwrap(),
+            Settings::default()
+        );
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_loopback() {
+        let s = Settings {
+            insecure_plain_http: true,
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            ..Settings::default()
+        };
+        assert!(s.check_listen().unwrap_err().contains("loopback"));
+        let s = Settings {
+            insecure_plain_http: true,
+            ..Settings::default()
+        };
+        assert!(s.check_listen().is_ok());
+        let ipv6 = Settings {
+            insecure_plain_http: true,
+            listen: "[::1]:8080".parse().unwrap(),
+            ..Settings::default()
+        };
+        assert!(ipv6.check_listen().is_ok());
     }
 }

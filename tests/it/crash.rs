@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use sharebroker::api::client::{self, MtlsClient};
+use sharebroker::api::token::TokenSigner;
 use sharebroker::audit::{self, AuditFilter, AuditLog, TreeHead};
 use sharebroker::pki::PkiPaths;
 
@@ -46,11 +47,15 @@ fn spawn_broker(p: &Prepared, addr: SocketAddr) -> Child {
         .expect("start the broker binary")
 }
 
-async fn connect(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> MtlsClient {
+async fn connect(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    signer: &Arc<TokenSigner>,
+) -> MtlsClient {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match MtlsClient::connect(addr, "localhost", config.clone()).await {
-            Ok(c) => return c,
+            Ok(c) => return c.with_token_signer(signer.clone()),
             Err(e) if Instant::now() > deadline => panic!("broker did not come up: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
@@ -73,13 +78,16 @@ async fn every_received_response_survives_kill_9() {
         &paths.client_key("xj-mzt"),
     )
     .expect("client config");
+    let signer = Arc::new(
+        client::token_signer(&paths.client_key("xj-mzt"), "xj-mzt").expect("officer token key"),
+    );
     let mut receipts: Vec<Receipt> = Vec::new();
     let mut heads: Vec<TreeHead> = Vec::new();
     // Kill points before and after the first published heads; bounded: 4 rounds.
     for (round, kill_after_ms) in [1_300u64, 370, 2_100, 800].into_iter().enumerate() {
         let addr = free_port();
         let mut broker = spawn_broker(&p, addr);
-        let mut setup = connect(addr, config.clone()).await;
+        let mut setup = connect(addr, config.clone(), &signer).await;
         let mut clients = Vec::new();
         // Eight clients, each with its own applicant and case, so no two
         // responses are alike and a swapped entry would show.
@@ -95,7 +103,7 @@ async fn every_received_response_survives_kill_9() {
                 .expect("open case");
             assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
             receipts.push(receipt(&json(&body)));
-            let mut conn = connect(addr, config.clone()).await;
+            let mut conn = connect(addr, config.clone(), &signer).await;
             let path = format!("/v1/cases/{case}/lookup");
             let lookup = Bytes::from(format!(
                 r#"{{"subject":{{"id_number":"{id}"}},"dataset":"population"}}"#
@@ -121,7 +129,7 @@ async fn every_received_response_survives_kill_9() {
             }));
         }
         // Meanwhile a client keeps the signed tree heads it is shown.
-        let mut watcher = connect(addr, config.clone()).await;
+        let mut watcher = connect(addr, config.clone(), &signer).await;
         let watch = tokio::spawn(async move {
             let mut seen = Vec::new();
             while let Ok((200, body)) = watcher.request("GET", "/v1/audit/tree-head", None).await {

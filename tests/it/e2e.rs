@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use sharebroker::api::token::{self, TokenSigner};
 use sharebroker::api::{self, AppState, client};
 use sharebroker::audit::{self, AuditLog};
 use sharebroker::config::Settings;
@@ -15,7 +16,7 @@ use sharebroker::pki::{self, PkiPaths};
 use sharebroker::pull;
 use sharebroker::seal;
 
-use crate::fixture::{Prepared, prepare, receipt};
+use crate::fixture::{Prepared, check_openapi, prepare, receipt};
 
 struct Broker {
     addr: std::net::SocketAddr,
@@ -61,12 +62,14 @@ async fn start() -> Broker {
 
     let settings = Settings {
         tree_head_interval_secs: 1,
+        // Slow request bodies are cut off after 2 s (408).
+        request_timeout_secs: 2,
         ..settings
     };
     let state = Arc::new(AppState::open(&settings).await.expect("state"));
     let audit = state.audit.clone();
     let signer_public = state.signer.public_key();
-    let tls = api::tls_config_from(&settings, false).expect("tls");
+    let tls = api::tls_config_from(&settings).expect("tls");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -93,9 +96,21 @@ async fn start() -> Broker {
     }
 }
 
+/// The officer token a test request carries.
+enum Token {
+    /// Minted with the client's own key for its agency (officer-1).
+    Own,
+    /// Exactly this one.
+    Fixed(String),
+    /// None at all.
+    Missing,
+}
+
 /// One request on a fresh mutual-TLS connection presenting `client`'s
-/// certificate from `pki_dir`: (status, JSON body), or an error when the
-/// connection or handshake is refused.
+/// certificate from `pki_dir`, with an officer token minted by the client's
+/// own key: (status, JSON body), or an error when the connection or
+/// handshake is refused. Every response is checked against the OpenAPI
+/// document.
 async fn call(
     b: &Broker,
     pki_dir: &Path,
@@ -104,6 +119,27 @@ async fn call(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(u16, Value), String> {
+    let (status, _, bytes) =
+        call_with(b, pki_dir, client, Token::Own, method, path, &[], body).await?;
+    Ok((status, json_of(&bytes)?))
+}
+
+fn json_of(bytes: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| format!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn call_with(
+    b: &Broker,
+    pki_dir: &Path,
+    client: &str,
+    token: Token,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Result<(u16, hyper::HeaderMap, Bytes), String> {
     let paths = PkiPaths {
         dir: pki_dir.to_path_buf(),
     };
@@ -113,16 +149,42 @@ async fn call(
         &paths.client_key(client),
     )
     .map_err(|e| e.to_string())?;
-    let mut conn = client::MtlsClient::connect(b.addr, "localhost", config)
+    let conn = client::MtlsClient::connect(b.addr, "localhost", config)
         .await
         .map_err(|e| e.to_string())?;
-    let (status, bytes) = conn
-        .request(method, path, body.map(Bytes::from))
+    let mut conn = match token {
+        Token::Own => conn.with_token_signer(Arc::new(
+            client::token_signer(&paths.client_key(client), client).map_err(|e| e.to_string())?,
+        )),
+        Token::Fixed(t) => conn.with_fixed_token(Some(t)),
+        Token::Missing => conn.with_fixed_token(None),
+    };
+    let (status, resp_headers, bytes) = conn
+        .request_full(method, path, headers, body.map(Bytes::from))
         .await
         .map_err(|e| e.to_string())?;
-    let value = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))?;
-    Ok((status, value))
+    check_openapi(method, path, status, &resp_headers, &bytes);
+    if status >= 400 {
+        // No internal detail in an error: no file path, source location or panic.
+        let text = String::from_utf8_lossy(&bytes);
+        let data_dir = b
+            .audit_dir
+            .parent()
+            .expect("data dir")
+            .display()
+            .to_string();
+        for leak in [data_dir.as_str(), ".rs:", "panicked", "/tmp/", "os error"] {
+            assert!(!text.contains(leak), "error body leaks {leak:?}: {text}");
+        }
+    }
+    Ok((status, resp_headers, bytes))
+}
+
+/// A token signer with `client`'s key from the broker's PKI, naming `agency`.
+fn signer(b: &Broker, client: &str, agency: &str) -> Arc<TokenSigner> {
+    Arc::new(
+        client::token_signer(&PkiPaths::new(&b.pki).client_key(client), agency).expect("token key"),
+    )
 }
 
 async fn post(b: &Broker, client: &str, path: &str, body: Value) -> (u16, Value) {
@@ -239,6 +301,72 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
         seal::verify(&b.signer_public, &tampered).is_err(),
         "an altered response fails the seal"
     );
+
+    // Officer tokens: missing, forged, expired, for another agency, too
+    // long-lived or garbage → 401 with a specific code, no data, audited.
+    let now = chrono::Utc::now().timestamp();
+    let own = signer(&b, "xj-mzt", "xj-mzt");
+    let bad_tokens = [
+        (Token::Missing, "token_missing"),
+        // Another agency's key claiming to be xj-mzt's officer: a forgery.
+        (
+            Token::Fixed(
+                signer(&b, "xj-gjj", "xj-mzt")
+                    .mint("mz-007", 300)
+                    .expect("mint"),
+            ),
+            "token_invalid",
+        ),
+        // xj-gjj's own valid token, replayed over xj-mzt's connection.
+        (
+            Token::Fixed(
+                signer(&b, "xj-gjj", "xj-gjj")
+                    .mint("gjj-1", 300)
+                    .expect("mint"),
+            ),
+            "token_invalid",
+        ),
+        (
+            Token::Fixed(own.mint_at("mz-007", now - 900, 600).expect("mint")),
+            "token_expired",
+        ),
+        // xj-mzt's key, but naming another agency.
+        (
+            Token::Fixed(
+                signer(&b, "xj-mzt", "xj-gjj")
+                    .mint("mz-007", 300)
+                    .expect("mint"),
+            ),
+            "token_wrong_agency",
+        ),
+        (
+            Token::Fixed(own.mint_at("mz-007", now, 3600).expect("mint")),
+            "token_invalid",
+        ),
+        (Token::Fixed("garbage".into()), "token_invalid"),
+    ];
+    for (t, code) in bad_tokens {
+        let (status, headers, bytes) = call_with(
+            &b,
+            &b.pki,
+            "xj-mzt",
+            t,
+            "POST",
+            "/v1/cases/MZ-T-1/lookup",
+            &[],
+            Some(lookup(&id1, json!({})).to_string().into_bytes()),
+        )
+        .await
+        .expect("request");
+        answered += 1;
+        let v = json_of(&bytes).expect("json");
+        assert_refused(&(status, v.clone()), 401, code);
+        assert!(headers.get("www-authenticate").is_some(), "{code}");
+        assert!(
+            !v.to_string().contains(&name1),
+            "no data with a bad token: {v}"
+        );
+    }
 
     // Pre-fill: shared materials carry values, the rest is listed.
     let lookup_receipt = receipt(&r.1);
@@ -660,6 +788,30 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
         Some(lookup_receipt.sha256.as_str()),
         "the proven entry is the lookup the client received"
     );
+    // The entry proves which officer asked: its token verifies with the
+    // agency's certificate (named by fingerprint in the entry).
+    assert_eq!(stored.officer.as_deref(), Some("officer-1"));
+    let cert_pem = std::fs::read(PkiPaths::new(&b.pki).client_cert("xj-mzt")).expect("cert");
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&cert_pem).expect("pem");
+    let cert = pem.parse_x509().expect("x509");
+    let fingerprint =
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, &pem.contents).as_ref());
+    assert!(
+        stored.certificate.ends_with(&fingerprint),
+        "{}",
+        stored.certificate
+    );
+    let at = chrono::DateTime::parse_from_rfc3339(&stored.time)
+        .expect("time")
+        .timestamp();
+    let claims = token::verify(
+        stored.officer_token.as_deref().expect("token kept"),
+        token::certificate_key(&cert).as_deref(),
+        "xj-mzt",
+        at,
+    )
+    .expect("the kept token verifies with the certificate");
+    assert_eq!(claims.officer, "officer-1");
     let leaf = audit::merkle::leaf_hash(&serde_json::to_vec(&stored).expect("bytes"));
     let r = call(
         &b,
@@ -744,6 +896,91 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
         .expect("audit");
     assert_refused(&r, 403, "not_auditor");
 
+    // Operations: the document served is the one embedded; ready; metrics
+    // count what was answered (none of these is audited).
+    let logged = b.audit.size();
+    let (status, _, doc) = call_with(
+        &b,
+        &b.pki,
+        "xj-mzt",
+        Token::Missing,
+        "GET",
+        "/v1/openapi.json",
+        &[],
+        None,
+    )
+    .await
+    .expect("openapi");
+    assert_eq!(status, 200);
+    assert_eq!(&json_of(&doc).expect("json"), api::openapi::document());
+    let (status, _, ready) = call_with(
+        &b,
+        &b.pki,
+        "unregistered-agency",
+        Token::Missing,
+        "GET",
+        "/v1/ready",
+        &[],
+        None,
+    )
+    .await
+    .expect("ready");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&ready));
+    let (status, headers, metrics) = call_with(
+        &b,
+        &b.pki,
+        "xj-mzt",
+        Token::Missing,
+        "GET",
+        "/v1/metrics",
+        &[],
+        None,
+    )
+    .await
+    .expect("metrics");
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/plain")
+    );
+    let metrics = String::from_utf8(metrics.to_vec()).expect("utf-8");
+    let sample = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+            .parse()
+            .expect("number")
+    };
+    assert_eq!(
+        sample("sharebroker_audit_appends_total") as u64,
+        b.audit.size()
+    );
+    assert_eq!(
+        sample("sharebroker_http_requests_total{route=\"/v1/cases/{case}/lookup\",status=\"401\"}"),
+        7.0
+    );
+    assert!(
+        sample("sharebroker_http_requests_total{route=\"/v1/cases/{case}/lookup\",status=\"200\"}")
+            >= 3.0
+    );
+    assert!(sample("sharebroker_audit_batch_size_count") >= 1.0);
+    assert_eq!(sample("sharebroker_audit_writable"), 1.0);
+    assert!(metrics.contains("sharebroker_table_version{table=\"person\"}"));
+    assert!(!metrics.contains(&id1[..10]), "no identifier in metrics");
+    assert_eq!(b.audit.size(), logged, "operations routes are not audited");
+
+    // A request body that does not arrive in time: 408, audited, no data.
+    let (status, _, bytes) = slow_body(&b, "xj-mzt").await;
+    assert_refused(
+        &(status, json_of(&bytes).expect("json")),
+        408,
+        "request_timeout",
+    );
+    assert_eq!(b.audit.size(), logged + 1);
+
     // If the audit log cannot be written, nothing is served.
     b.audit.shutdown();
     let r = post(
@@ -755,6 +992,28 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
     .await;
     assert_eq!(r.0, 503, "{}", r.1);
     assert_eq!(r.1["error"]["code"], "audit_unavailable");
+    let (status, _, ready) = call_with(
+        &b,
+        &b.pki,
+        "xj-mzt",
+        Token::Missing,
+        "GET",
+        "/v1/ready",
+        &[],
+        None,
+    )
+    .await
+    .expect("ready");
+    let ready = json_of(&ready).expect("json");
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["error"]["code"], "not_ready");
+    assert!(
+        ready["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("audit log"),
+        "{ready}"
+    );
     assert!(
         r.1.get("data").is_none() && !r.1.to_string().contains(&id2[..6]),
         "no data without audit: {}",
@@ -766,4 +1025,73 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
         .await
         .expect("server stops")
         .expect("server task");
+}
+
+/// A lookup whose body never finishes arriving: the head says 64 bytes,
+/// 10 are sent, then nothing. Returns what the broker answers.
+async fn slow_body(b: &Broker, client: &str) -> (u16, hyper::HeaderMap, Bytes) {
+    use http_body_util::BodyExt;
+    let paths = PkiPaths::new(&b.pki);
+    let config = client::config(
+        &b.pki.join("ca.pem"),
+        &paths.client_cert(client),
+        &paths.client_key(client),
+    )
+    .expect("config");
+    let tcp = tokio::net::TcpStream::connect(b.addr)
+        .await
+        .expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("handshake");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("http");
+    tokio::spawn(conn);
+    let body = Stalled(Some(Bytes::from_static(b"{\"subject\"")));
+    let t = signer(b, client, client)
+        .mint("officer-1", 300)
+        .expect("mint");
+    let req = hyper::Request::builder()
+        .method("POST")
+        .uri("/v1/cases/MZ-T-1/lookup")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .header("content-length", "64")
+        .header(token::HEADER, t)
+        .body(body)
+        .expect("request");
+    let resp = sender
+        .send_request(req)
+        .await
+        .expect("an answer before the body ends");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    check_openapi("POST", "/v1/cases/MZ-T-1/lookup", status, &headers, &bytes);
+    (status, headers, bytes)
+}
+
+/// A request body that sends its first bytes and then never another.
+struct Stalled(Option<Bytes>);
+
+impl hyper::body::Body for Stalled {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.0.take() {
+            Some(b) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b)))),
+            // Never ready again (and never woken): the body stalls.
+            None => std::task::Poll::Pending,
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use sharebroker::api::openapi;
 use sharebroker::catalog::Catalog;
 use sharebroker::config::Settings;
 use sharebroker::datagen::{GenOptions, generate};
@@ -91,5 +92,34 @@ pub fn receipt(body: &serde_json::Value) -> Receipt {
     Receipt {
         index,
         sha256: hex::encode(digest.as_ref()),
+    }
+}
+
+/// Hold one response to the OpenAPI document the broker serves: its status
+/// is declared for the operation, its content type too, and its body is
+/// valid against the declared schema. Panics with the reason otherwise.
+pub fn check_openapi(
+    method: &str,
+    path: &str,
+    status: u16,
+    headers: &hyper::HeaderMap,
+    body: &[u8],
+) {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Err(e) = openapi::check_response(
+        openapi::document(),
+        method,
+        path,
+        status,
+        content_type,
+        body,
+    ) {
+        panic!(
+            "response does not match the OpenAPI document: {e}\n{}",
+            String::from_utf8_lossy(body)
+        );
     }
 }

@@ -5,4 +5,5 @@ mod crash;
 mod e2e;
 mod fixture;
 mod reload;
+mod serving;
 mod store;
