@@ -779,7 +779,7 @@ fn store_command(s: &Settings, command: &StoreCommand) -> anyhow::Result<()> {
                 None => println!("{}", serde_json::to_string_pretty(&m)?),
                 Some(k) => {
                     let t = store::LoadedTable::load(&store, m, key_column)?;
-                    let (batch, row) = t.row(k).with_context(|| {
+                    let row = t.row(k).with_context(|| {
                         format!(
                             "no row with {key_column} = the given key in {table} v{}",
                             t.manifest.version
@@ -789,7 +789,7 @@ fn store_command(s: &Settings, command: &StoreCommand) -> anyhow::Result<()> {
                         "table": table,
                         "version": t.manifest.version,
                         "created_at": t.manifest.created_at,
-                        "row": store::row_json(batch, row),
+                        "row": row.to_json(),
                     });
                     println!("{}", serde_json::to_string_pretty(&out)?);
                 }

@@ -23,7 +23,7 @@ use crate::ingest::{SUFFIX_AS_OF, SUFFIX_RECORD, SUFFIX_SOURCE, identifier_probl
 use crate::policy::cases::{Applicant, CaseError};
 use crate::policy::{Access, Refusal, authorize_lookup, authorize_prefill, mask::mask};
 use crate::seal;
-use crate::store::LoadedTable;
+use crate::store::{LoadedTable, Row};
 
 /// A refused or failed request: status, stable code, clear message.
 #[derive(Debug, Clone)]
@@ -901,19 +901,14 @@ fn record_served(entry: &mut AuditEntry, qualified: &str, access: Access) {
 }
 
 /// One served field: value (masked as granted) and provenance.
-fn field_json(
-    batch: &arrow_array::RecordBatch,
-    row: usize,
-    qualified: &str,
-    access: Access,
-) -> Value {
-    let value = LoadedTable::cell(batch, row, qualified);
+fn field_json(row: &Row<'_>, qualified: &str, access: Access) -> Value {
+    let value = row.get(qualified);
     let shown = match (value, access) {
         (Some(v), Access::Clear) => json!(v),
         (Some(v), Access::Masked(kind)) => json!(mask(kind, v)),
         (None, _) => Value::Null,
     };
-    let cell = |suffix: &str| LoadedTable::cell(batch, row, &format!("{qualified}{suffix}"));
+    let cell = |suffix: &str| row.get(&format!("{qualified}{suffix}"));
     // A source record id can be the masked value itself (a register keyed
     // by credit code), so masked fields do not name their record.
     let record = match access {
@@ -983,7 +978,7 @@ async fn lookup(
         .iter()
         .map(|(f, _)| format!("{}.{f}", dataset.id))
         .collect();
-    let (batch, row) = table.row(&subject.key).ok_or_else(|| {
+    let row = table.row(&subject.key).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "subject_not_found",
@@ -997,9 +992,9 @@ async fn lookup(
     let mut rules = BTreeSet::new();
     for (name, access, rule) in authorized.granted() {
         let qualified = format!("{}.{name}", dataset.id);
-        fields.insert(name.clone(), field_json(batch, row, &qualified, *access));
+        fields.insert(name.clone(), field_json(&row, &qualified, *access));
         // Only values that were there count as released.
-        if LoadedTable::cell(batch, row, &qualified).is_some() {
+        if row.get(&qualified).is_some() {
             record_served(entry, &qualified, *access);
         }
         rules.insert(rule.clone());
@@ -1011,7 +1006,7 @@ async fn lookup(
         status: StatusCode::OK,
         body: json!({
             "data": {
-                "subject_id": LoadedTable::cell(batch, row, crate::ingest::COL_SUBJECT_ID),
+                "subject_id": row.get(crate::ingest::COL_SUBJECT_ID),
                 "dataset": dataset.id,
                 "fields": fields,
                 "withheld": withheld_json(authorized.withheld()),
@@ -1090,11 +1085,11 @@ async fn prefill(
                     continue;
                 }
             };
-            match row.filter(|(b, r)| LoadedTable::cell(b, *r, &f.qualified).is_some()) {
-                Some((batch, r)) => {
+            match row.filter(|r| r.get(&f.qualified).is_some()) {
+                Some(r) => {
                     fields.insert(
                         f.qualified.clone(),
-                        field_json(batch, r, &f.qualified, *access),
+                        field_json(&r, &f.qualified, *access),
                     );
                     record_served(entry, &f.qualified, *access);
                     rules.insert(rule.clone());

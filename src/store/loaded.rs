@@ -1,13 +1,21 @@
-//! A table version held in memory: its Arrow batches and an index from a
-//! key column to rows. The index keeps a 64-bit hash of each key and its
-//! row (16 bytes a key), not the keys themselves; every hit is confirmed
-//! against the key column, and the rare keys whose hash collides with
-//! another key's are kept whole in a side map.
+//! A table version held in memory for point lookups. Columnar batches are
+//! the wrong shape here: reading one record touches every column's offsets,
+//! validity and values — three cache misses per cell, about ten
+//! microseconds for a golden record. So a loaded table keeps each row's
+//! cells packed contiguously (a record is a few cache lines), with the
+//! columns whose values repeat (source agencies, dates, codes) interned in
+//! a per-column dictionary, and an index from a key column to rows that
+//! keeps a 64-bit hash of each key and its row (16 bytes a key), not the
+//! keys: every hit is confirmed against the stored key, and the rare keys
+//! whose hash collides with another key's are kept whole in a side map.
+//! Batches are consumed as they are read, so loading holds one batch
+//! beside the packed rows.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use arrow_array::{Array, RecordBatch, StringArray};
+use arrow_schema::SchemaRef;
 
 use super::{Manifest, StoreError, TableStore};
 
@@ -33,43 +41,197 @@ impl Hasher for PassThrough {
 /// SipHash with fixed keys: the same key hashes the same in every process,
 /// and keys (ID numbers) are not attacker-chosen in bulk.
 fn key_hash(key: &str) -> u64 {
-    let mut h =
-        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .build_hasher();
+    let mut h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .build_hasher();
     h.write(key.as_bytes());
     h.finish()
 }
 
-/// The batch and row of a global row number, given each batch's first row.
-fn locate(starts: &[u32], global: u32) -> (usize, usize) {
-    let b = starts.partition_point(|&s| s <= global) - 1;
-    (b, (global - starts[b]) as usize)
+// Cell encoding: a tag byte, then for INLINE a LEB128 length and the bytes,
+// for INTERNED a LEB128 dictionary id.
+const NULL: u8 = 0;
+const INLINE: u8 = 1;
+const INTERNED: u8 = 2;
+/// The same value as the cell before it in the row (a raw value equal to
+/// its normalised one).
+const SAME_AS_PREVIOUS: u8 = 3;
+
+/// A column is interned when its first batch has at most this share of
+/// distinct values, and stops taking new dictionary entries at the cap.
+const INTERN_MAX_DISTINCT_SHARE: f64 = 0.2;
+const INTERN_CAP: usize = 1 << 20;
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn get_varint(data: &[u8], pos: &mut usize) -> u64 {
+    let mut n = 0u64;
+    let mut shift = 0;
+    loop {
+        let b = data[*pos];
+        *pos += 1;
+        n |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return n;
+        }
+        shift += 7;
+    }
+}
+
+/// A column's dictionary: values by id, and (while loading) ids by value.
+#[derive(Debug, Default)]
+struct Dictionary {
+    values: Vec<Box<str>>,
+    ids: HashMap<Box<str>, u32>,
+    open: bool,
 }
 
 #[derive(Debug)]
 pub struct LoadedTable {
     pub manifest: Manifest,
-    pub batches: Vec<RecordBatch>,
-    /// First global row of each batch, for mapping a row to its batch.
-    starts: Vec<u32>,
-    keys: Vec<StringArray>,
+    schema: SchemaRef,
+    columns: HashMap<String, usize>,
+    /// `None` for a column stored inline.
+    dictionaries: Vec<Option<Dictionary>>,
+    data: Vec<u8>,
+    /// Where each row's cells start in `data`; one more entry at the end.
+    row_starts: Vec<u64>,
+    key_column: usize,
     index: HashMap<u64, u32, BuildHasherDefault<PassThrough>>,
     /// Keys whose hash another key already had.
     collided: HashMap<String, u32>,
-    columns: HashMap<String, usize>,
     len: usize,
+}
+
+/// One row of a loaded table.
+#[derive(Clone, Copy)]
+pub struct Row<'a> {
+    table: &'a LoadedTable,
+    cells: &'a [u8],
+}
+
+impl<'a> Row<'a> {
+    /// The cell of column position `column`, `None` when null or absent.
+    pub fn get_at(&self, column: usize) -> Option<&'a str> {
+        let mut pos = 0;
+        let mut previous: Option<&'a str> = None;
+        for c in 0..=column {
+            if pos >= self.cells.len() {
+                return None;
+            }
+            let tag = self.cells[pos];
+            pos += 1;
+            let value = match tag {
+                NULL => None,
+                INLINE => {
+                    let n = get_varint(self.cells, &mut pos) as usize;
+                    let s = &self.cells[pos..pos + n];
+                    pos += n;
+                    // Every inline value was a `&str` when stored.
+                    std::str::from_utf8(s).ok()
+                }
+                INTERNED => {
+                    let id = get_varint(self.cells, &mut pos) as usize;
+                    self.table.dictionaries[c]
+                        .as_ref()
+                        .and_then(|d| d.values.get(id))
+                        .map(|v| v.as_ref())
+                }
+                _ => previous,
+            };
+            if c == column {
+                return value;
+            }
+            previous = value;
+        }
+        None
+    }
+
+    /// The cell of a column by name.
+    pub fn get(&self, column: &str) -> Option<&'a str> {
+        self.table.column(column).and_then(|c| self.get_at(c))
+    }
+
+    /// Every column of the row as a JSON object (nulls as null).
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.table
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                (
+                    f.name().clone(),
+                    self.get_at(i)
+                        .map_or(serde_json::Value::Null, serde_json::Value::from),
+                )
+            })
+            .collect()
+    }
+}
+
+/// One column of a batch as strings: a string column as it is, any other
+/// as Arrow displays it.
+enum Cells<'a> {
+    Str(&'a StringArray),
+    Other(Vec<Option<String>>),
+}
+
+impl Cells<'_> {
+    fn of(col: &arrow_array::ArrayRef) -> Cells<'_> {
+        match col.as_any().downcast_ref::<StringArray>() {
+            Some(s) => Cells::Str(s),
+            None => Cells::Other(
+                (0..col.len())
+                    .map(|r| {
+                        (!col.is_null(r))
+                            .then(|| arrow_cast::display::array_value_to_string(col, r).ok())
+                            .flatten()
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn get(&self, r: usize) -> Option<&str> {
+        match self {
+            Cells::Str(s) => (!s.is_null(r)).then(|| s.value(r)),
+            Cells::Other(v) => v[r].as_deref(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Cells::Str(s) => s.len(),
+            Cells::Other(v) => v.len(),
+        }
+    }
 }
 
 impl LoadedTable {
     /// Read `manifest`'s version from `store` (every file checked) and
-    /// index it by the string column `key`.
+    /// index it by the string column `key`, one batch at a time.
     pub fn load(store: &TableStore, manifest: Manifest, key: &str) -> Result<Self, StoreError> {
-        let mut batches = Vec::new();
+        let mut table: Option<LoadedTable> = None;
+        let m = manifest.clone();
         store.read_each(&manifest, &mut |b| {
-            batches.push(b);
-            Ok(())
+            if table.is_none() {
+                table = Some(LoadedTable::empty(m.clone(), b.schema(), key)?);
+            }
+            table.as_mut().expect("created above").append(&b)
         })?;
-        LoadedTable::new(manifest, batches, key)
+        let mut t = match table {
+            Some(t) => t,
+            // No rows: the columns come from the manifest.
+            None => LoadedTable::empty(manifest.clone(), manifest.schema()?, key)?,
+        };
+        t.seal();
+        Ok(t)
     }
 
     /// Index `batches` by the string column `key`. A key that appears twice
@@ -79,118 +241,177 @@ impl LoadedTable {
         batches: Vec<RecordBatch>,
         key: &str,
     ) -> Result<Self, StoreError> {
-        let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        if total > u32::MAX as usize {
-            return Err(StoreError::Encode {
+        let schema = batches.first().map(|b| b.schema()).ok_or_else(|| {
+            StoreError::MissingColumn {
                 table: manifest.table.clone(),
-                reason: format!("{total} rows is more than one table can index"),
+                column: key.to_string(),
+            }
+        })?;
+        let mut t = LoadedTable::empty(manifest, schema, key)?;
+        for b in &batches {
+            t.append(b)?;
+        }
+        t.seal();
+        Ok(t)
+    }
+
+    fn empty(manifest: Manifest, schema: SchemaRef, key: &str) -> Result<Self, StoreError> {
+        let columns: HashMap<String, usize> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name().clone(), i))
+            .collect();
+        let key_column = *columns.get(key).ok_or_else(|| StoreError::MissingColumn {
+            table: manifest.table.clone(),
+            column: key.to_string(),
+        })?;
+        if schema.field(key_column).data_type() != &arrow_schema::DataType::Utf8 {
+            return Err(StoreError::MissingColumn {
+                table: manifest.table.clone(),
+                column: format!("{key} (as strings)"),
             });
         }
-        let mut keys = Vec::with_capacity(batches.len());
-        let mut starts = Vec::with_capacity(batches.len());
-        let mut start = 0u32;
-        for batch in &batches {
-            let col = batch
-                .column_by_name(key)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .ok_or_else(|| StoreError::MissingColumn {
-                    table: manifest.table.clone(),
-                    column: key.to_string(),
-                })?;
-            keys.push(col.clone());
-            starts.push(start);
-            start += batch.num_rows() as u32;
-        }
-        let columns = batches
-            .first()
-            .map(|b| {
-                b.schema()
-                    .fields()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| (f.name().clone(), i))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut t = LoadedTable {
-            manifest,
-            batches,
-            starts,
-            keys,
-            index: HashMap::with_capacity_and_hasher(total, BuildHasherDefault::default()),
-            collided: HashMap::new(),
+        let rows = manifest.rows as usize;
+        Ok(LoadedTable {
+            dictionaries: (0..schema.fields().len()).map(|_| None).collect(),
+            schema,
             columns,
+            data: Vec::new(),
+            row_starts: Vec::with_capacity(rows + 1),
+            key_column,
+            index: HashMap::with_capacity_and_hasher(rows, BuildHasherDefault::default()),
+            collided: HashMap::new(),
             len: 0,
-        };
-        for b in 0..t.keys.len() {
-            let col = t.keys[b].clone();
-            for r in 0..col.len() {
-                if col.is_null(r) {
-                    continue;
-                }
-                let k = col.value(r);
-                let global = t.starts[b] + r as u32;
-                match t.index.entry(key_hash(k)) {
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(global);
-                        t.len += 1;
+            manifest,
+        })
+    }
+
+    fn append(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(StoreError::Corrupt {
+                path: format!("{} v{}", self.manifest.table, self.manifest.version),
+                reason: "the files of one version differ in their columns".into(),
+            });
+        }
+        let cells: Vec<Cells<'_>> = batch.columns().iter().map(Cells::of).collect();
+        if self.row_starts.is_empty() {
+            // Decide per column from the first batch whether to intern.
+            for (c, col) in cells.iter().enumerate() {
+                let mut distinct = std::collections::HashSet::new();
+                for r in 0..col.len() {
+                    if let Some(v) = col.get(r) {
+                        distinct.insert(v);
                     }
-                    std::collections::hash_map::Entry::Occupied(mut o) => {
-                        let (ob, or) = locate(&t.starts, *o.get());
-                        if t.keys[ob].value(or) == k {
-                            o.insert(global);
-                        } else if t.collided.insert(k.to_string(), global).is_none() {
-                            t.len += 1;
+                }
+                if c != self.key_column
+                    && (distinct.len() as f64) <= INTERN_MAX_DISTINCT_SHARE * col.len() as f64
+                {
+                    self.dictionaries[c] = Some(Dictionary {
+                        open: true,
+                        ..Dictionary::default()
+                    });
+                }
+            }
+        }
+        for r in 0..batch.num_rows() {
+            let global = self.row_starts.len() as u32;
+            self.row_starts.push(self.data.len() as u64);
+            let mut previous: Option<&str> = None;
+            for (c, col) in cells.iter().enumerate() {
+                let value = col.get(r);
+                match value {
+                    None => self.data.push(NULL),
+                    Some(v) if c > 0 && previous == Some(v) => self.data.push(SAME_AS_PREVIOUS),
+                    Some(v) => {
+                        let id = match &mut self.dictionaries[c] {
+                            Some(d) => match d.ids.get(v) {
+                                Some(&id) => Some(id),
+                                None if d.open && d.values.len() < INTERN_CAP => {
+                                    let id = d.values.len() as u32;
+                                    d.values.push(v.into());
+                                    d.ids.insert(v.into(), id);
+                                    Some(id)
+                                }
+                                None => None,
+                            },
+                            None => None,
+                        };
+                        match id {
+                            Some(id) => {
+                                self.data.push(INTERNED);
+                                put_varint(&mut self.data, u64::from(id));
+                            }
+                            None => {
+                                self.data.push(INLINE);
+                                put_varint(&mut self.data, v.len() as u64);
+                                self.data.extend_from_slice(v.as_bytes());
+                            }
+                        }
+                    }
+                }
+                previous = value;
+            }
+            if let Some(k) = cells[self.key_column].get(r) {
+                let h = key_hash(k);
+                match self.index.get(&h).copied() {
+                    None => {
+                        self.index.insert(h, global);
+                        self.len += 1;
+                    }
+                    // The same key again (the last row wins), or another
+                    // key with the same hash (kept whole aside).
+                    Some(held) if self.row_at(held).get_at(self.key_column) == Some(k) => {
+                        self.index.insert(h, global);
+                    }
+                    Some(_) => {
+                        if self.collided.insert(k.to_string(), global).is_none() {
+                            self.len += 1;
                         }
                     }
                 }
             }
         }
-        Ok(t)
+        Ok(())
     }
 
-    fn locate(&self, global: u32) -> (usize, usize) {
-        locate(&self.starts, global)
+    /// Done loading: close the dictionaries, drop their reverse maps, and
+    /// give back spare capacity.
+    fn seal(&mut self) {
+        self.row_starts.push(self.data.len() as u64);
+        for d in self.dictionaries.iter_mut().flatten() {
+            d.open = false;
+            d.ids = HashMap::new();
+            d.values.shrink_to_fit();
+        }
+        self.data.shrink_to_fit();
+        self.row_starts.shrink_to_fit();
     }
 
-    /// The batch and row of a key.
-    pub fn row(&self, key: &str) -> Option<(&RecordBatch, usize)> {
-        let global = match self.index.get(&key_hash(key)) {
-            Some(&g) => {
-                let (b, r) = self.locate(g);
-                if self.keys[b].value(r) == key {
-                    Some(g)
-                } else {
-                    self.collided.get(key).copied()
-                }
-            }
-            None => None,
-        }?;
-        let (b, r) = self.locate(global);
-        Some((&self.batches[b], r))
+    fn row_at(&self, global: u32) -> Row<'_> {
+        Row {
+            table: self,
+            cells: cells_of(&self.data, &self.row_starts, global),
+        }
     }
 
-    /// The position of a column in every batch.
+    /// The row of a key.
+    pub fn row(&self, key: &str) -> Option<Row<'_>> {
+        let held = *self.index.get(&key_hash(key))?;
+        let row = self.row_at(held);
+        if row.get_at(self.key_column) == Some(key) {
+            return Some(row);
+        }
+        self.collided.get(key).map(|&g| self.row_at(g))
+    }
+
+    /// The position of a column.
     pub fn column(&self, name: &str) -> Option<usize> {
         self.columns.get(name).copied()
     }
 
-    /// A string cell by column position, `None` when null or not a string.
-    pub fn cell_at(batch: &RecordBatch, row: usize, column: usize) -> Option<&str> {
-        let col = batch
-            .column(column)
-            .as_any()
-            .downcast_ref::<StringArray>()?;
-        (!col.is_null(row)).then(|| col.value(row))
-    }
-
-    /// A string cell of a row, `None` when the column is missing or null.
-    pub fn cell<'a>(batch: &'a RecordBatch, row: usize, column: &str) -> Option<&'a str> {
-        let col = batch
-            .column_by_name(column)?
-            .as_any()
-            .downcast_ref::<StringArray>()?;
-        (!col.is_null(row)).then(|| col.value(row))
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
     }
 
     /// Distinct keys indexed.
@@ -202,16 +423,33 @@ impl LoadedTable {
         self.len == 0
     }
 
-    /// Bytes held: the Arrow buffers plus the index.
-    pub fn memory_bytes(&self) -> usize {
-        let data: usize = self
-            .batches
-            .iter()
-            .map(RecordBatch::get_array_memory_size)
-            .sum();
-        let index = self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1);
-        data + index
+    /// Rows held (a key that appears twice counts twice).
+    pub fn rows(&self) -> usize {
+        self.row_starts.len().saturating_sub(1)
     }
+
+    /// Bytes held: packed rows, row starts, dictionaries and the index.
+    pub fn memory_bytes(&self) -> usize {
+        let dictionaries: usize = self
+            .dictionaries
+            .iter()
+            .flatten()
+            .map(|d| {
+                d.values.capacity() * std::mem::size_of::<Box<str>>()
+                    + d.values.iter().map(|v| v.len()).sum::<usize>()
+            })
+            .sum();
+        self.data.capacity()
+            + self.row_starts.capacity() * 8
+            + dictionaries
+            + self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+    }
+}
+
+fn cells_of<'a>(data: &'a [u8], starts: &[u64], global: u32) -> &'a [u8] {
+    let g = global as usize;
+    let end = starts.get(g + 1).map_or(data.len(), |&e| e as usize);
+    &data[starts[g] as usize..end]
 }
 
 #[cfg(test)]
@@ -219,6 +457,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    use arrow_array::UInt64Array;
     use arrow_schema::{DataType, Field, Schema};
 
     fn manifest() -> Manifest {
@@ -233,16 +472,20 @@ mod tests {
         }
     }
 
-    fn batch(keys: &[&str], values: &[&str]) -> RecordBatch {
+    fn batch(keys: &[&str], values: &[Option<&str>]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
             Field::new("key", DataType::Utf8, true),
             Field::new("v", DataType::Utf8, true),
+            Field::new("v#raw", DataType::Utf8, true),
+            Field::new("n", DataType::UInt64, true),
         ]));
         RecordBatch::try_new(
             schema,
             vec![
                 Arc::new(StringArray::from(keys.to_vec())),
                 Arc::new(StringArray::from(values.to_vec())),
+                Arc::new(StringArray::from(values.to_vec())),
+                Arc::new(UInt64Array::from_iter_values(0..keys.len() as u64)),
             ],
         )
         .expect("batch")
@@ -253,40 +496,78 @@ mod tests {
         let t = LoadedTable::new(
             manifest(),
             vec![
-                batch(&["a", "b"], &["1", "2"]),
-                batch(&["c", "a"], &["3", "4"]),
+                batch(&["a", "b"], &[Some("1"), None]),
+                batch(&["c", "a"], &[Some("3"), Some("4")]),
             ],
             "key",
         )
         .expect("index");
-        assert_eq!(t.len(), 3);
-        let v = t.column("v").expect("column");
-        let get = |k: &str| t.row(k).and_then(|(b, r)| LoadedTable::cell_at(b, r, v));
-        assert_eq!(get("a"), Some("4"));
-        assert_eq!(get("b"), Some("2"));
-        assert_eq!(get("c"), Some("3"));
-        assert_eq!(get("d"), None);
-        assert_eq!(get(""), None);
+        assert_eq!((t.len(), t.rows()), (3, 4));
+        let get = |k: &str, c: &str| t.row(k).and_then(|r| r.get(c));
+        assert_eq!(get("a", "v"), Some("4"));
+        assert_eq!(get("a", "v#raw"), Some("4"), "same as the previous cell");
+        assert_eq!(get("a", "n"), Some("1"), "non-string columns as displayed");
+        assert_eq!(get("b", "v"), None, "null");
+        assert_eq!(get("b", "key"), Some("b"));
+        assert_eq!(get("c", "v"), Some("3"));
+        assert_eq!(get("c", "nope"), None);
+        assert!(t.row("d").is_none() && t.row("").is_none());
+        let json = t.row("a").expect("row").to_json();
+        assert_eq!(json["v"], "4");
+        assert_eq!(json["n"], "1");
+    }
+
+    #[test]
+    fn repeated_values_are_interned_and_read_back_unchanged() {
+        let keys: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
+        let values: Vec<Option<&str>> = (0..1000)
+            .map(|i| Some(["xj-gat", "xj-mzt", "中文·名"][i % 3]))
+            .collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let t = LoadedTable::new(manifest(), vec![batch(&refs, &values)], "key").expect("x");
+        assert!(t.dictionaries[1].is_some(), "few distinct values: interned");
+        assert!(t.dictionaries[0].is_none(), "the key column is never interned");
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(t.row(k).and_then(|r| r.get("v")), values[i]);
+        }
+        // Per row: the key inline (6 bytes), a 2-byte reference, a 1-byte
+        // "same as previous", and the number column.
+        assert!(t.data.len() < 1000 * 16, "{}", t.data.len());
     }
 
     #[test]
     fn colliding_hashes_are_resolved_by_the_key_itself() {
-        let mut t =
-            LoadedTable::new(manifest(), vec![batch(&["a", "b"], &["1", "2"])], "key").expect("x");
+        let mut t = LoadedTable::new(
+            manifest(),
+            vec![batch(&["a", "b"], &[Some("1"), Some("2")])],
+            "key",
+        )
+        .expect("x");
         // Force a collision: make "b"'s slot hold "a"'s row, as if both keys
         // hashed alike, with "b" kept in the side map.
         let b_row = t.index[&key_hash("b")];
         t.index.insert(key_hash("b"), t.index[&key_hash("a")]);
         t.collided.insert("b".into(), b_row);
-        let v = t.column("v").expect("column");
-        let get = |k: &str| t.row(k).and_then(|(b, r)| LoadedTable::cell_at(b, r, v));
+        let get = |k: &str| t.row(k).and_then(|r| r.get("v"));
         assert_eq!(get("b"), Some("2"));
         assert_eq!(get("a"), Some("1"));
     }
 
     #[test]
     fn a_missing_key_column_is_named() {
-        let err = LoadedTable::new(manifest(), vec![batch(&["a"], &["1"])], "id").unwrap_err();
+        let err =
+            LoadedTable::new(manifest(), vec![batch(&["a"], &[Some("1")])], "id").unwrap_err();
         assert_eq!(err.to_string(), "store: table t has no column `id`");
+    }
+
+    #[test]
+    fn varints_round_trip() {
+        for n in [0u64, 1, 127, 128, 300, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
+            let mut out = Vec::new();
+            put_varint(&mut out, n);
+            let mut pos = 0;
+            assert_eq!(get_varint(&out, &mut pos), n);
+            assert_eq!(pos, out.len());
+        }
     }
 }

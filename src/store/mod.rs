@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use loaded::LoadedTable;
+pub use loaded::{LoadedTable, Row};
 pub use table_store::{TableStore, TableWriter};
 
 /// Rows per Parquet part file: bounds the memory a write or a load holds
@@ -101,6 +101,23 @@ pub struct Manifest {
 impl Manifest {
     pub fn bytes(&self) -> u64 {
         self.files.iter().map(|f| f.bytes).sum()
+    }
+
+    /// The Arrow schema the manifest's columns describe.
+    pub fn schema(&self) -> Result<arrow_schema::SchemaRef, StoreError> {
+        let fields = self
+            .columns
+            .iter()
+            .map(|c| {
+                let t: arrow_schema::DataType =
+                    c.data_type.parse().map_err(|e| StoreError::Corrupt {
+                        path: format!("{} v{}", self.table, self.version),
+                        reason: format!("column {}: {e}", c.name),
+                    })?;
+                Ok(arrow_schema::Field::new(&c.name, t, c.nullable))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(std::sync::Arc::new(arrow_schema::Schema::new(fields)))
     }
 
     pub fn created(&self) -> Option<DateTime<Utc>> {
@@ -289,34 +306,4 @@ pub fn load_latest_good(
         }
     }
     Ok((None, failures))
-}
-
-/// One row as a JSON object: strings and integers as themselves, other
-/// types as Arrow displays them, nulls as null.
-pub fn row_json(
-    batch: &arrow_array::RecordBatch,
-    row: usize,
-) -> serde_json::Map<String, serde_json::Value> {
-    use arrow_array::{Array, Int64Array, StringArray, UInt64Array};
-    use serde_json::Value;
-    let schema = batch.schema();
-    let mut out = serde_json::Map::new();
-    for (i, field) in schema.fields().iter().enumerate() {
-        let col = batch.column(i);
-        let value = if col.is_null(row) {
-            Value::Null
-        } else if let Some(a) = col.as_any().downcast_ref::<StringArray>() {
-            Value::from(a.value(row))
-        } else if let Some(a) = col.as_any().downcast_ref::<UInt64Array>() {
-            Value::from(a.value(row))
-        } else if let Some(a) = col.as_any().downcast_ref::<Int64Array>() {
-            Value::from(a.value(row))
-        } else {
-            arrow_cast::display::array_value_to_string(col, row)
-                .map(Value::from)
-                .unwrap_or(Value::Null)
-        };
-        out.insert(field.name().clone(), value);
-    }
-    out
 }

@@ -422,20 +422,7 @@ impl TableStore {
         };
         let tmp = out.with_extension("parquet.tmp");
         let file = File::create(&tmp).map_err(io)?;
-        let schema = std::sync::Arc::new(arrow_schema::Schema::new(
-            manifest
-                .columns
-                .iter()
-                .map(|c| {
-                    let t: arrow_schema::DataType =
-                        c.data_type.parse().map_err(|e| StoreError::Corrupt {
-                            path: format!("{} v{}", manifest.table, manifest.version),
-                            reason: format!("column {}: {e}", c.name),
-                        })?;
-                    Ok(arrow_schema::Field::new(&c.name, t, c.nullable))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?,
-        ));
+        let schema = manifest.schema()?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .build();
