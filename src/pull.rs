@@ -125,7 +125,7 @@ pub fn run(
             ProgressBar::hidden()
         };
         let spec = connector.spec().clone();
-        let stats = connector.pull(&mut |pulled| {
+        let stats = connector.pull(None, &mut |pulled| {
             bar.inc(pulled.batch.num_rows() as u64);
             ingest
                 .add(&spec, &pulled)

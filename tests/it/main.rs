@@ -1,6 +1,8 @@
 //! Integration tests: the whole pipeline on generated data, served over real
 //! TLS sockets with client certificates.
 
+#[cfg(all(feature = "postgres", feature = "mysql"))]
+mod connectors;
 mod crash;
 mod e2e;
 mod fixture;
