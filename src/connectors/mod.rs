@@ -124,6 +124,7 @@ enum CheckpointKind {
     },
 }
 
+#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 impl Checkpoint {
     pub(crate) fn watermark(column: &str, watermark: &str, record_id: &str) -> Self {
         Checkpoint(CheckpointKind::Watermark {
