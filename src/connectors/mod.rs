@@ -4,6 +4,8 @@
 //! where source kinds are named.
 
 mod csv;
+#[cfg(feature = "excel")]
+mod excel;
 #[cfg(feature = "mysql")]
 mod mysql;
 mod parquet;
@@ -122,6 +124,7 @@ enum CheckpointKind {
     },
 }
 
+#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 impl Checkpoint {
     pub(crate) fn watermark(column: &str, watermark: &str, record_id: &str) -> Self {
         Checkpoint(CheckpointKind::Watermark {
@@ -389,6 +392,17 @@ pub enum SourceKind {
     Parquet {
         path: PathBuf,
     },
+    /// An `.xlsx` workbook (cargo feature `excel`).
+    Excel {
+        /// Relative paths are resolved against the data directory.
+        path: PathBuf,
+        /// The sheet to read; default the first.
+        #[serde(default)]
+        sheet: Option<String>,
+        /// 1-based row number of the header; data rows follow it. Default 1.
+        #[serde(default = "default_header_row")]
+        header_row: u32,
+    },
     /// A PostgreSQL table or query (cargo feature `postgres`).
     Postgres(DbSource),
     /// A MariaDB / MySQL table or query (cargo feature `mysql`).
@@ -401,6 +415,7 @@ impl SourceKind {
         match self {
             SourceKind::Csv { .. } => "csv",
             SourceKind::Parquet { .. } => "parquet",
+            SourceKind::Excel { .. } => "excel",
             SourceKind::Postgres(_) => "postgres",
             SourceKind::Mysql(_) => "mysql",
         }
@@ -411,6 +426,7 @@ impl SourceKind {
         match self {
             SourceKind::Postgres(_) if !cfg!(feature = "postgres") => Some("postgres"),
             SourceKind::Mysql(_) if !cfg!(feature = "mysql") => Some("mysql"),
+            SourceKind::Excel { .. } if !cfg!(feature = "excel") => Some("excel"),
             _ => None,
         }
     }
@@ -424,6 +440,10 @@ fn default_encoding() -> String {
 
 fn default_delimiter() -> char {
     ','
+}
+
+fn default_header_row() -> u32 {
+    1
 }
 
 /// A validated connector file: its spec and source kind.
@@ -581,6 +601,12 @@ pub fn load_file(path: &Path, catalog: &Catalog) -> Result<ConnectorConfig, Conf
             ));
         }
     }
+    if let SourceKind::Excel { header_row: 0, .. } = &raw.source {
+        errors.push(
+            ConfigError::new(path, "source.header_row", "row numbers start at 1")
+                .at_line(sql::source_key_line(&src, "header_row")),
+        );
+    }
     if let SourceKind::Postgres(db) | SourceKind::Mysql(db) = &raw.source {
         db.validate(&src, &mut errors);
     }
@@ -631,6 +657,17 @@ pub fn build(config: &ConnectorConfig, data_dir: &Path) -> Box<dyn Connector> {
         SourceKind::Parquet { path } => {
             Box::new(parquet::ParquetConnector::new(spec, data_dir.join(path)))
         }
+        #[cfg(feature = "excel")]
+        SourceKind::Excel {
+            path,
+            sheet,
+            header_row,
+        } => Box::new(excel::ExcelConnector::new(
+            spec,
+            data_dir.join(path),
+            sheet.clone(),
+            *header_row,
+        )),
         #[cfg(feature = "postgres")]
         SourceKind::Postgres(db) => Box::new(postgres::PostgresConnector::new(
             spec,
@@ -698,7 +735,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/examples");
         let all = load_dir(&dir, &catalog()).expect("example connectors are valid");
         let kinds: Vec<&str> = all.iter().map(|c| c.source.type_name()).collect();
-        for kind in ["postgres", "mysql"] {
+        for kind in ["postgres", "mysql", "excel"] {
             assert!(kinds.contains(&kind), "no example for {kind}: {kinds:?}");
         }
     }
@@ -726,6 +763,14 @@ mod tests {
             (
                 "type = \"postgres\"\nquery = \"SELECT 1\"\nurl_file = \"u\"\npassword_env = \"P\"\n",
                 "x.toml:12: source.password_env: `password_env` goes with `host`",
+            ),
+            (
+                "type = \"excel\"\npath = \"x.xlsx\"\nheader_row = 0\n",
+                "x.toml:11: source.header_row: row numbers start at 1",
+            ),
+            (
+                "type = \"excel\"\npath = \"x.xlsx\"\nsheets = \"a\"\n",
+                "x.toml:11: unknown field `sheets`",
             ),
             (
                 "type = \"postgres\"\ntable = \"a..b\"\nurl_env = \"U\"\nwatermark_column = \"\"\n",
