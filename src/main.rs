@@ -57,8 +57,14 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Pull every source (or the named ones), resolve, and store a new version.
-    Pull { sources: Vec<String> },
+    /// Pull every source (or the named ones), then resolve every source's
+    /// staged rows and store new golden versions.
+    Pull {
+        sources: Vec<String>,
+        /// Pull incremental sources from scratch instead of from their checkpoint.
+        #[arg(long)]
+        full: bool,
+    },
     /// Development PKI.
     Pki {
         #[command(subcommand)]
@@ -464,7 +470,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match &cli.command {
         Command::Gen { persons, seed, out } => generate_sources(&s, *persons, *seed, out.clone()),
-        Command::Pull { sources } => pull_sources(&s, sources).map(|_| ()),
+        Command::Pull { sources, full } => pull_sources(&s, sources, *full).map(|_| ()),
         Command::Pki {
             command: PkiCommand::Init { force },
         } => pki_init(&s, *force),
@@ -505,7 +511,7 @@ fn main() -> anyhow::Result<()> {
                 generate_sources(&s, *persons, 2021, None)?;
             }
             pki_init(&s, false)?;
-            pull_sources(&s, &[])?;
+            pull_sources(&s, &[], false)?;
             let demo = demo_script(&s)?;
             rt.block_on(serve(s, Some(demo)))
         }
@@ -692,8 +698,16 @@ fn generate_sources(
     Ok(())
 }
 
-fn pull_sources(s: &Settings, only: &[String]) -> anyhow::Result<pull::PullReport> {
-    let report = pull::run_configured(s, only, true)?;
+fn pull_sources(s: &Settings, only: &[String], full: bool) -> anyhow::Result<pull::PullReport> {
+    let report = pull::run_configured_with(
+        s,
+        only,
+        &pull::PullOptions {
+            full,
+            progress: true,
+            ..pull::PullOptions::default()
+        },
+    )?;
     for (name, st) in &report.sources {
         eprintln!(
             "  {name:<24} {:>9} rows  {:>6} rejected  {:>6.1} MB  {:.2?}",
@@ -702,6 +716,9 @@ fn pull_sources(s: &Settings, only: &[String]) -> anyhow::Result<pull::PullRepor
             st.bytes as f64 / 1e6,
             st.elapsed
         );
+    }
+    for name in &report.never_pulled {
+        eprintln!("  {name:<24} never pulled: not in the golden records (run `sharebroker pull {name}`)");
     }
     for (kind, n, new) in &report.subjects {
         eprintln!("  {:<24} {n:>9} subjects ({new} new)", kind.as_str());

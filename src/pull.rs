@@ -1,15 +1,30 @@
-//! The pull run: every connector → ingest (normalise, resolve) → a new
-//! version of each golden table, the quarantine and the findings in the
-//! store. Glue between the I/O modules and the pure ingest stage.
+//! The pull run, in two steps. **Stage**: each pulled source's rows go to
+//! its own table in the store, `source.<name>` — a snapshot source replaces
+//! its table, an incremental one appends to it in steps, each step's rows
+//! and the checkpoint reached after them committed together in one version
+//! (so a checkpoint is durable only once its rows are, and a pull that dies
+//! resumes from the last step). Rows a connector rejected are staged beside
+//! the others, with their reason and raw text. **Resolve**: the staged
+//! tables of every configured source → ingest (normalise, resolve) → a new
+//! version of each golden table, the quarantine and the findings. Glue
+//! between the I/O modules and the pure ingest stage.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, UInt64Array};
+use arrow_schema::{DataType, Field as ArrowField, Schema, SchemaRef};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::catalog::{Catalog, SubjectKind};
 use crate::config::Settings;
-use crate::connectors::{self, ConnectorConfig, ConnectorError, PullStats};
+use crate::connectors::{
+    self, COL_POSITION, COL_RECORD_ID, Checkpoint, Connector, ConnectorConfig, ConnectorError,
+    ConnectorSpec, PullMode, PullStats, Pulled, Rejected,
+};
 use crate::ingest::resolve::findings_batch;
 use crate::ingest::{Golden, Ingest, SubjectRegistry, quarantine_batch};
 use crate::store::{Manifest, StoreError, TableStore};
@@ -18,6 +33,42 @@ pub const QUARANTINE_TABLE: &str = "quarantine";
 pub const FINDINGS_TABLE: &str = "findings";
 /// Every subject id ever handed out (kind, key, subject id).
 pub const SUBJECTS_TABLE: &str = "subjects";
+
+/// Staged rows of one source: `source.<connector name>`.
+pub fn source_table(name: &str) -> String {
+    format!("source.{name}")
+}
+/// Staged-row columns after the source's batch columns: set on a row the
+/// connector rejected (its other columns are empty).
+pub const COL_REJECT_REASON: &str = "__reject_reason";
+pub const COL_REJECT_RAW: &str = "__reject_raw";
+/// Manifest meta of a staged version: how it was pulled, and for an
+/// incremental source the checkpoint reached.
+pub const META_MODE: &str = "mode";
+pub const META_CHECKPOINT: &str = "checkpoint";
+/// Rows per durable step of an incremental pull.
+pub const DEFAULT_COMMIT_EVERY_ROWS: usize = 100_000;
+
+/// How to run a pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// Pull incremental sources from scratch, replacing what was staged
+    /// (after a change of mapping, or to see deletions at the source).
+    pub full: bool,
+    /// Rows per durable step of an incremental pull.
+    pub commit_every_rows: usize,
+    pub progress: bool,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            full: false,
+            commit_every_rows: DEFAULT_COMMIT_EVERY_ROWS,
+            progress: false,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -29,7 +80,10 @@ pub enum PullError {
 
 #[derive(Debug)]
 pub struct PullReport {
+    /// The sources pulled in this run.
     pub sources: Vec<(String, PullStats)>,
+    /// Configured sources never pulled: not in the golden records.
+    pub never_pulled: Vec<String>,
     pub subjects: Vec<(SubjectKind, usize, usize)>,
     pub quarantined: usize,
     pub findings: usize,
@@ -56,22 +110,34 @@ pub enum PullSetupError {
     Config(#[from] crate::config::ConfigErrors),
     #[error("unknown source `{name}` (sources: {known})")]
     UnknownSource { name: String, known: String },
-    #[error(
-        "pulling some sources only is not supported until incremental ingest lands: each run rebuilds the golden records from every source; run `sharebroker pull` without names"
-    )]
-    PartialPull,
     #[error(transparent)]
     Pull(#[from] PullError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Pull the sources configured under `s` (all, or those named in `only`)
-/// into the store under `s`.
+/// Pull every source configured under `s`, or those named in `only`, into
+/// the store under `s`, and rebuild the golden records from every source.
 pub fn run_configured(
     s: &Settings,
     only: &[String],
     progress: bool,
+) -> Result<PullReport, PullSetupError> {
+    run_configured_with(
+        s,
+        only,
+        &PullOptions {
+            progress,
+            ..PullOptions::default()
+        },
+    )
+}
+
+/// [`run_configured`] with options.
+pub fn run_configured_with(
+    s: &Settings,
+    only: &[String],
+    options: &PullOptions,
 ) -> Result<PullReport, PullSetupError> {
     let catalog = Catalog::load(&s.policies_dir)?;
     let configs = connectors::load_dir(&s.connectors_dir, &catalog)?;
@@ -87,16 +153,11 @@ pub fn run_configured(
             });
         }
     }
-    // A run rebuilds every golden table from what it pulled, so pulling a
-    // subset would drop the other sources' data from the new version.
-    if !only.is_empty() && configs.iter().any(|c| !only.contains(&c.spec.name)) {
-        return Err(PullSetupError::PartialPull);
-    }
     let store = TableStore::open_local(&s.store_dir())?;
     // What a killed earlier pull left behind goes first; then the pull;
     // then versions beyond the retention setting.
     store.recover()?;
-    let report = run(&catalog, &configs, &s.data_dir, &store, progress)?;
+    let report = run(&catalog, &configs, only, &s.data_dir, &store, options)?;
     for gc in store.gc_all(&s.store_retention, false)? {
         if !gc.versions_removed.is_empty() || !gc.files_removed.is_empty() {
             tracing::info!(table = %gc.table, versions = ?gc.versions_removed, files = gc.files_removed.len(), bytes = gc.bytes_freed, "retention applied");
@@ -105,47 +166,296 @@ pub fn run_configured(
     Ok(report)
 }
 
-/// Pull every source in `configs`, resolve, and commit new table versions.
-/// A source that fails aborts the run before anything is committed, so the
-/// store never holds a version built from part of a source.
+/// Stage the sources in `configs` named in `only` (all when empty), then
+/// resolve every configured source's staged rows and commit new versions
+/// of the golden tables, the quarantine and the findings. A source that
+/// fails stops the run: what earlier steps committed stays (an incremental
+/// source resumes from it), and no golden table changes.
 pub fn run(
     catalog: &Catalog,
     configs: &[ConnectorConfig],
+    only: &[String],
     data_dir: &Path,
     store: &TableStore,
-    progress: bool,
+    options: &PullOptions,
+) -> Result<PullReport, PullError> {
+    let started = Instant::now();
+    let mut sources = Vec::new();
+    for config in configs {
+        if !only.is_empty() && !only.contains(&config.spec.name) {
+            continue;
+        }
+        let connector = connectors::build(config, data_dir);
+        let bar = progress_bar(options.progress, &config.spec.name);
+        let stats = stage(store, connector.as_ref(), options, &bar)?;
+        bar.finish();
+        tracing::info!(source = %config.spec.name, rows = stats.rows, rejected = stats.rejected, bytes = stats.bytes, elapsed_ms = stats.elapsed.as_millis() as u64, "pulled");
+        sources.push((config.spec.name.clone(), stats));
+    }
+    let mut report = resolve(catalog, configs, store)?;
+    report.sources = sources;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+fn progress_bar(progress: bool, name: &str) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new_spinner();
+    b.set_style(
+        ProgressStyle::with_template("{spinner} {prefix:>24} {pos:>9} rows  {per_sec}  {elapsed}")
+            .expect("a valid progress template"),
+    );
+    b.set_prefix(name.to_string());
+    b
+}
+
+/// The staged table's schema: the source's batch columns, then the reject
+/// columns.
+pub fn staged_schema(spec: &ConnectorSpec) -> SchemaRef {
+    let mut fields: Vec<ArrowField> = spec
+        .batch_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(ArrowField::new(COL_REJECT_REASON, DataType::Utf8, true));
+    fields.push(ArrowField::new(COL_REJECT_RAW, DataType::Utf8, true));
+    Arc::new(Schema::new(fields))
+}
+
+/// A pulled batch as staged rows: the accepted rows, then one row per
+/// rejected row.
+fn staged_batches(schema: &SchemaRef, pulled: &Pulled) -> Result<Vec<RecordBatch>, String> {
+    let mut out = Vec::with_capacity(2);
+    let n = pulled.batch.num_rows();
+    if n > 0 {
+        let mut cols: Vec<ArrayRef> = pulled.batch.columns().to_vec();
+        cols.push(arrow_array::new_null_array(&DataType::Utf8, n));
+        cols.push(arrow_array::new_null_array(&DataType::Utf8, n));
+        out.push(RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())?);
+    }
+    let r = pulled.rejected.len();
+    if r > 0 {
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from_iter_values(
+            pulled.rejected.iter().map(|x| x.position),
+        ))];
+        let empty: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n("", r)));
+        cols.extend(std::iter::repeat_n(empty, schema.fields().len() - 3));
+        cols.push(Arc::new(StringArray::from_iter_values(
+            pulled.rejected.iter().map(|x| x.reason.as_str()),
+        )));
+        cols.push(Arc::new(StringArray::from_iter_values(
+            pulled.rejected.iter().map(|x| x.raw.as_str()),
+        )));
+        out.push(RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+fn meta(mode: PullMode, checkpoint: &Option<String>) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert(
+        META_MODE.to_string(),
+        match mode {
+            PullMode::Snapshot => "snapshot",
+            PullMode::Incremental => "incremental",
+        }
+        .to_string(),
+    );
+    if let Some(c) = checkpoint {
+        m.insert(META_CHECKPOINT.to_string(), c.clone());
+    }
+    m
+}
+
+/// Pull one source into its staged table (see the module doc).
+fn stage(
+    store: &TableStore,
+    connector: &dyn Connector,
+    options: &PullOptions,
+    bar: &ProgressBar,
+) -> Result<PullStats, PullError> {
+    let spec = connector.spec();
+    let table = source_table(&spec.name);
+    let schema = staged_schema(spec);
+    let mode = connector.mode();
+    let incremental = mode == PullMode::Incremental;
+    let current = store.current(&table)?;
+    // Resume from the last committed step, unless told to start again or
+    // what is staged was not pulled incrementally.
+    let resume = current.filter(|m| {
+        incremental
+            && !options.full
+            && m.meta.get(META_MODE).map(String::as_str) == Some("incremental")
+            && m.meta.contains_key(META_CHECKPOINT)
+    });
+    let mut checkpoint: Option<String> = resume
+        .as_ref()
+        .and_then(|m| m.meta.get(META_CHECKPOINT).cloned());
+    let from = checkpoint
+        .as_deref()
+        .map(|t| Checkpoint::from_json(&spec.name, t))
+        .transpose()?;
+    let sink = |e: String| ConnectorError::Sink {
+        source_name: spec.name.clone(),
+        reason: e,
+    };
+    let resuming = resume.is_some();
+    let mut writer = Some(store.writer(&table, schema.clone(), resume.map(|m| m.version))?);
+    let mut pending = 0usize;
+    let mut committed_any = false;
+    let stats = connector.pull(from.as_ref(), &mut |pulled| {
+        bar.inc(pulled.batch.num_rows() as u64);
+        let w = writer.as_mut().expect("a writer is open between steps");
+        for b in staged_batches(&schema, &pulled).map_err(sink)? {
+            w.write(&b).map_err(|e| sink(e.to_string()))?;
+        }
+        if let Some(c) = &pulled.checkpoint {
+            checkpoint = Some(c.to_json());
+        }
+        pending += pulled.batch.num_rows() + pulled.rejected.len();
+        if incremental && pending >= options.commit_every_rows {
+            // A durable step: these rows and the checkpoint after them.
+            let m = writer
+                .take()
+                .expect("a writer is open between steps")
+                .commit(meta(mode, &checkpoint))
+                .map_err(|e| sink(e.to_string()))?;
+            committed_any = true;
+            writer = Some(
+                store
+                    .writer(&table, schema.clone(), Some(m.version))
+                    .map_err(|e| sink(e.to_string()))?,
+            );
+            pending = 0;
+        }
+        Ok(())
+    })?;
+    let w = writer.take().expect("a writer is open between steps");
+    // An incremental pull that found nothing after its last step changes
+    // nothing; every other pull ends with a version.
+    if !(incremental && pending == 0 && (resuming || committed_any)) {
+        w.commit(meta(mode, &checkpoint))?;
+    }
+    Ok(stats)
+}
+
+/// A staged version read back as the connector emitted it: accepted rows
+/// (for an incremental source, only the latest row of each record id) and
+/// rejected rows.
+fn unstage(
+    store: &TableStore,
+    spec: &ConnectorSpec,
+    manifest: &Manifest,
+    each: &mut dyn FnMut(Pulled) -> Result<(), String>,
+) -> Result<(), PullError> {
+    let incremental = manifest.meta.get(META_MODE).map(String::as_str) == Some("incremental");
+    let batches = store.read(manifest)?;
+    let corrupt = |reason: String| {
+        PullError::Store(StoreError::Corrupt {
+            path: format!("{} v{}", manifest.table, manifest.version),
+            reason,
+        })
+    };
+    let n_source = spec.batch_schema().fields().len();
+    let string_col = |b: &RecordBatch, name: &str| -> Result<StringArray, PullError> {
+        b.column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .cloned()
+            .ok_or_else(|| corrupt(format!("no string column `{name}`")))
+    };
+    // For an incremental source, the last staged row of each record id.
+    let mut latest: HashMap<String, (usize, usize)> = HashMap::new();
+    if incremental {
+        for (bi, b) in batches.iter().enumerate() {
+            let (ids, reasons) = (string_col(b, COL_RECORD_ID)?, string_col(b, COL_REJECT_REASON)?);
+            for r in 0..b.num_rows() {
+                if reasons.is_null(r) {
+                    latest.insert(ids.value(r).to_string(), (bi, r));
+                }
+            }
+        }
+    }
+    for (bi, b) in batches.iter().enumerate() {
+        if b.num_columns() != n_source + 2 {
+            return Err(corrupt(format!(
+                "{} columns where the connector now emits {}: pull it again with --full",
+                b.num_columns(),
+                n_source + 2
+            )));
+        }
+        let (ids, reasons, raws) = (
+            string_col(b, COL_RECORD_ID)?,
+            string_col(b, COL_REJECT_REASON)?,
+            string_col(b, COL_REJECT_RAW)?,
+        );
+        let positions = b
+            .column_by_name(COL_POSITION)
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+            .cloned()
+            .ok_or_else(|| corrupt(format!("no position column `{COL_POSITION}`")))?;
+        let keep: BooleanArray = (0..b.num_rows())
+            .map(|r| {
+                Some(
+                    reasons.is_null(r)
+                        && (!incremental
+                            || latest.get(ids.value(r)) == Some(&(bi, r))),
+                )
+            })
+            .collect();
+        let accepted = arrow_select::filter::filter_record_batch(
+            &b.project(&(0..n_source).collect::<Vec<_>>())
+                .map_err(|e| corrupt(e.to_string()))?,
+            &keep,
+        )
+        .map_err(|e| corrupt(e.to_string()))?;
+        let accepted = RecordBatch::try_new(spec.batch_schema(), accepted.columns().to_vec())
+            .map_err(|e| corrupt(format!("staged columns no longer match the connector: {e}; pull it again with --full")))?;
+        let rejected = (0..b.num_rows())
+            .filter(|&r| !reasons.is_null(r))
+            .map(|r| Rejected {
+                position: positions.value(r),
+                reason: reasons.value(r).to_string(),
+                raw: if raws.is_null(r) {
+                    String::new()
+                } else {
+                    raws.value(r).to_string()
+                },
+            })
+            .collect();
+        each(Pulled {
+            batch: accepted,
+            rejected,
+            checkpoint: None,
+        })
+        .map_err(|reason| ConnectorError::Sink {
+            source_name: spec.name.clone(),
+            reason,
+        })?;
+    }
+    Ok(())
+}
+
+/// Resolve the staged rows of every configured source into new versions
+/// of the golden tables, the quarantine and the findings.
+pub fn resolve(
+    catalog: &Catalog,
+    configs: &[ConnectorConfig],
+    store: &TableStore,
 ) -> Result<PullReport, PullError> {
     let started = Instant::now();
     let mut ingest = Ingest::new(catalog);
-    let mut sources = Vec::new();
+    let mut never_pulled = Vec::new();
     for config in configs {
-        let connector = connectors::build(config, data_dir);
-        let bar = if progress {
-            let b = ProgressBar::new_spinner();
-            b.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} {prefix:>24} {pos:>9} rows  {per_sec}  {elapsed}",
-                )
-                .expect("a valid progress template"),
-            );
-            b.set_prefix(config.spec.name.clone());
-            b
-        } else {
-            ProgressBar::hidden()
+        let spec = &config.spec;
+        let Some(m) = store.current(&source_table(&spec.name))? else {
+            tracing::warn!(source = %spec.name, "never pulled: its rows are not in the golden records");
+            never_pulled.push(spec.name.clone());
+            continue;
         };
-        let spec = connector.spec().clone();
-        let stats = connector.pull(&mut |pulled| {
-            bar.inc(pulled.batch.num_rows() as u64);
-            ingest
-                .add(&spec, &pulled)
-                .map_err(|reason| ConnectorError::Sink {
-                    source_name: spec.name.clone(),
-                    reason,
-                })
-        })?;
-        bar.finish();
-        tracing::info!(source = %spec.name, rows = stats.rows, rejected = stats.rejected, bytes = stats.bytes, elapsed_ms = stats.elapsed.as_millis() as u64, "pulled");
-        sources.push((spec.name.clone(), stats));
+        unstage(store, spec, &m, &mut |pulled| ingest.add(spec, &pulled))?;
     }
     let mut registry = load_registry(store)?;
     let outcome = ingest.finish(&mut registry);
@@ -161,7 +471,8 @@ pub fn run(
     manifests.push(store.commit(QUARANTINE_TABLE, &[quarantine_batch(&outcome.quarantine)])?);
     manifests.push(store.commit(FINDINGS_TABLE, &[findings_batch(&findings)])?);
     Ok(PullReport {
-        sources,
+        sources: Vec::new(),
+        never_pulled,
         subjects,
         quarantined: outcome.quarantine.len(),
         findings: findings.len(),

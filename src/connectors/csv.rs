@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 use encoding_rs::Encoding;
 
-use super::{BatchBuilder, Connector, ConnectorError, ConnectorSpec, PullStats, Pulled, Rejected};
+use super::{
+    BatchBuilder, Checkpoint, Connector, ConnectorError, ConnectorSpec, PullStats, Pulled, Rejected,
+};
 
 pub(crate) struct CsvConnector {
     spec: ConnectorSpec,
@@ -98,6 +100,7 @@ impl Connector for CsvConnector {
 
     fn pull(
         &self,
+        _from: Option<&Checkpoint>,
         emit: &mut dyn FnMut(Pulled) -> Result<(), ConnectorError>,
     ) -> Result<PullStats, ConnectorError> {
         let (mut reader, indices) = self.open()?;
@@ -147,9 +150,9 @@ impl Connector for CsvConnector {
                 });
                 continue;
             }
-            out.push(line, values.into_iter(), emit)?;
+            out.push(line, values, emit)?;
         }
-        out.finish(emit)
+        out.finish(None, emit)
     }
 }
 
@@ -188,7 +191,7 @@ mod tests {
         let c = build(&config, dir.path());
         let mut rows = Vec::new();
         let mut rejected = Vec::new();
-        c.pull(&mut |p| {
+        c.pull(None, &mut |p| {
             let pos = p
                 .batch
                 .column(0)

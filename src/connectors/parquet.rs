@@ -11,7 +11,7 @@ use arrow_schema::DataType;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::{BATCH_ROWS, Connector, ConnectorError, ConnectorSpec, PullStats, Pulled};
+use super::{BATCH_ROWS, Checkpoint, Connector, ConnectorError, ConnectorSpec, PullStats, Pulled};
 
 pub(crate) struct ParquetConnector {
     spec: ConnectorSpec,
@@ -71,6 +71,7 @@ impl Connector for ParquetConnector {
 
     fn pull(
         &self,
+        _from: Option<&Checkpoint>,
         emit: &mut dyn FnMut(Pulled) -> Result<(), ConnectorError>,
     ) -> Result<PullStats, ConnectorError> {
         let started = Instant::now();
@@ -142,6 +143,7 @@ impl Connector for ParquetConnector {
             emit(Pulled {
                 batch: out,
                 rejected: Vec::new(),
+                checkpoint: None,
             })?;
         }
         stats.elapsed = started.elapsed();

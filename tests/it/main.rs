@@ -1,9 +1,13 @@
 //! Integration tests: the whole pipeline on generated data, served over real
 //! TLS sockets with client certificates.
 
+#[cfg(all(feature = "postgres", feature = "mysql"))]
+mod connectors;
 mod crash;
 mod e2e;
 mod fixture;
+#[cfg(feature = "postgres")]
+mod pull_incremental;
 mod reload;
 mod serving;
 mod store;

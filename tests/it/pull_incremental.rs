@@ -1,0 +1,291 @@
+//! Incremental pulls end to end, against the running PostgreSQL: rows
+//! updated and inserted at the source between pulls arrive exactly once in
+//! the golden records; a pull with no source change changes nothing; a
+//! pull whose source connection is killed midway fails with a clear error,
+//! and the next one resumes from the last stored checkpoint with nothing
+//! duplicated or missing.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, StringArray};
+
+use sharebroker::catalog::SubjectKind;
+use sharebroker::config::Settings;
+use sharebroker::ingest::{COL_KEY, Golden};
+use sharebroker::model::ids::id_number_check_char;
+use sharebroker::pull::{self, COL_REJECT_REASON, PullOptions, source_table};
+use sharebroker::store::{LoadedTable, TableStore};
+
+use crate::fixture::repo;
+
+const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const SOURCE: &str = "pg-population";
+
+fn client() -> postgres::Client {
+    postgres::Client::connect(PG_URL, postgres::NoTls).unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL must be running on 127.0.0.1:5432 (trust auth, database `test`) for this test: {e}"
+        )
+    })
+}
+
+/// A valid resident ID number for person `i` (area 650102, Ürümqi).
+fn id_number(i: u32) -> String {
+    let first17 = format!(
+        "650102{:04}{:02}{:02}{:03}",
+        1950 + i / 10_000 % 50,
+        1 + i / 1000 % 10,
+        1 + i / 100 % 10,
+        i % 1000
+    );
+    let check = id_number_check_char(first17.as_bytes()).expect("digits") as char;
+    format!("{first17}{check}")
+}
+
+/// A name for person `i`: digits spelled in Chinese numerals, since names
+/// hold no digits.
+fn name(i: u32) -> String {
+    let digits: String = i
+        .to_string()
+        .chars()
+        .map(|d| "零一二三四五六七八九".chars().nth(d as usize - '0' as usize).expect("digit"))
+        .collect();
+    format!("艾力·{digits}")
+}
+
+/// A schema of its own, dropped at the end.
+struct Schema {
+    name: String,
+}
+
+impl Schema {
+    fn create(db: &mut postgres::Client) -> Schema {
+        let name = format!(
+            "sbt_pull_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        );
+        db.batch_execute(&format!(
+            "CREATE SCHEMA {name};
+             CREATE TABLE {name}.ryjbxx (
+                 rybh text PRIMARY KEY, gmsfhm text NOT NULL, xm text NOT NULL,
+                 xb text NOT NULL, csrq text NOT NULL, gxsj timestamp NOT NULL);"
+        ))
+        .expect("create schema");
+        Schema { name }
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if let Ok(mut db) = postgres::Client::connect(PG_URL, postgres::NoTls) {
+            let _ = db.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name));
+        }
+    }
+}
+
+/// Insert persons `from..to`, all updated at `at`.
+fn insert(db: &mut postgres::Client, schema: &str, from: u32, to: u32, at: &str) {
+    let mut copy = db
+        .copy_in(&format!(
+            "COPY {schema}.ryjbxx (rybh, gmsfhm, xm, xb, csrq, gxsj) FROM STDIN"
+        ))
+        .expect("copy");
+    let mut text = String::new();
+    for i in from..to {
+        let id = id_number(i);
+        let sex = if id.as_bytes()[16] % 2 == 1 { "1" } else { "2" };
+        text.push_str(&format!(
+            "R{i:07}\t{id}\t{}\t{sex}\t{}-{}-{}\t{at}\n",
+            name(i),
+            &id[6..10],
+            &id[10..12],
+            &id[12..14]
+        ));
+    }
+    std::io::Write::write_all(&mut copy, text.as_bytes()).expect("rows");
+    copy.finish().expect("finish");
+}
+
+fn setup(dir: &Path, schema: &str) -> Settings {
+    let connectors = dir.join("connectors");
+    std::fs::create_dir_all(&connectors).expect("dir");
+    std::fs::write(
+        connectors.join(format!("{SOURCE}.toml")),
+        format!(
+            r#"agency = "xj-gat"
+dataset = "population"
+subject_column = "gmsfhm"
+record_id_column = "rybh"
+as_of_column = "gxsj"
+
+[columns]
+gmsfhm = "population.id_number"
+xm = "population.name"
+xb = "population.sex"
+csrq = "population.birth_date"
+
+[source]
+type = "postgres"
+table = "{schema}.ryjbxx"
+url_env = "SB_TEST_PULL_PG_URL"
+watermark_column = "gxsj"
+"#
+        ),
+    )
+    .expect("connector file");
+    // SAFETY: set once, before any thread of this test reads it; every
+    // test that uses it sets the same value.
+    unsafe { std::env::set_var("SB_TEST_PULL_PG_URL", PG_URL) };
+    Settings {
+        policies_dir: repo("policies"),
+        connectors_dir: connectors,
+        data_dir: dir.join("data"),
+        ..Settings::default()
+    }
+}
+
+fn options(commit_every_rows: usize) -> PullOptions {
+    PullOptions {
+        commit_every_rows,
+        ..PullOptions::default()
+    }
+}
+
+/// Person key → name in the current golden table.
+fn golden_names(s: &Settings) -> HashMap<String, String> {
+    let store = TableStore::open_local(&s.store_dir()).expect("store");
+    let m = store
+        .current(Golden::table(SubjectKind::Person))
+        .expect("current")
+        .expect("a person table");
+    let t = LoadedTable::load(&store, m, COL_KEY).expect("load");
+    let mut out = HashMap::new();
+    for b in &t.batches {
+        let keys = b
+            .column_by_name(COL_KEY)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .expect("keys");
+        let names = b
+            .column_by_name("population.name")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .expect("names");
+        for r in 0..b.num_rows() {
+            out.insert(keys.value(r).to_string(), names.value(r).to_string());
+        }
+    }
+    out
+}
+
+/// Record id → how many times it is staged (accepted rows only).
+fn staged_counts(s: &Settings) -> HashMap<String, usize> {
+    let store = TableStore::open_local(&s.store_dir()).expect("store");
+    let m = store
+        .current(&source_table(SOURCE))
+        .expect("current")
+        .expect("staged");
+    let mut out = HashMap::new();
+    for b in store.read(&m).expect("read") {
+        let ids = b
+            .column_by_name("__record_id")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .expect("ids");
+        let rejected = b.column_by_name(COL_REJECT_REASON).expect("reasons");
+        for r in 0..b.num_rows() {
+            if rejected.is_null(r) {
+                *out.entry(ids.value(r).to_string()).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+fn staged_versions(s: &Settings) -> Vec<u64> {
+    TableStore::open_local(&s.store_dir())
+        .expect("store")
+        .versions(&source_table(SOURCE))
+        .expect("versions")
+}
+
+#[test]
+fn incremental_pulls_arrive_exactly_once_and_resume_after_the_source_dies() {
+    let mut db = client();
+    let schema = Schema::create(&mut db);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = setup(dir.path(), &schema.name);
+
+    // First pull: everything, in durable steps of 500 rows.
+    insert(&mut db, &schema.name, 0, 2_000, "2026-01-01 08:00:00");
+    let r = pull::run_configured_with(&s, &[], &options(500)).expect("first pull");
+    assert_eq!(r.sources[0].1.rows, 2_000);
+    assert_eq!(golden_names(&s).len(), 2_000);
+
+    // Rows updated (some sharing one watermark value) and inserted.
+    db.batch_execute(&format!(
+        "UPDATE {0}.ryjbxx SET xm = xm || '·改', gxsj = '2026-02-01 09:00:00' WHERE rybh < 'R0000100'",
+        schema.name
+    ))
+    .expect("update");
+    insert(&mut db, &schema.name, 2_000, 2_050, "2026-02-01 09:00:00");
+    let r = pull::run_configured_with(&s, &[], &options(500)).expect("second pull");
+    assert_eq!(r.sources[0].1.rows, 150, "only the changed rows are pulled");
+    let names = golden_names(&s);
+    assert_eq!(names.len(), 2_050);
+    assert_eq!(names[&id_number(7)], format!("{}·改", name(7)));
+    assert_eq!(names[&id_number(700)], name(700));
+    assert_eq!(names[&id_number(2_049)], name(2_049));
+
+    // No change at the source: no new staged version, the same golden rows.
+    let before = staged_versions(&s);
+    let r = pull::run_configured_with(&s, &[], &options(500)).expect("third pull");
+    assert_eq!(r.sources[0].1.rows, 0);
+    assert_eq!(staged_versions(&s), before);
+    assert_eq!(golden_names(&s), names);
+
+    // Many new rows; the source connection is killed once a step is stored.
+    insert(&mut db, &schema.name, 2_050, 60_000, "2026-03-01 10:00:00");
+    let versions_before = staged_versions(&s).len();
+    let s2 = s.clone();
+    let pulling = std::thread::spawn(move || pull::run_configured_with(&s2, &[], &options(8_192)));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while staged_versions(&s).len() == versions_before && !pulling.is_finished() {
+        assert!(Instant::now() < deadline, "no step was stored");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let killed: i64 = db
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            &[&format!("sharebroker:{SOURCE}")],
+        )
+        .expect("terminate")
+        .get(0);
+    let outcome = pulling.join().expect("thread");
+    assert_eq!(killed, 1, "the pull was still reading: {outcome:?}");
+    let err = outcome.expect_err("a pull whose source dies fails").to_string();
+    assert!(err.contains(SOURCE), "the error names the source: {err}");
+    let partial = staged_counts(&s).len();
+    assert!(
+        partial > 2_050 && partial < 60_000,
+        "steps before the failure are kept: {partial}"
+    );
+
+    // The next pull resumes from the last stored checkpoint.
+    let r = pull::run_configured_with(&s, &[], &options(8_192)).expect("resumed pull");
+    assert_eq!(
+        r.sources[0].1.rows as usize,
+        60_000 - partial,
+        "exactly the rows after the checkpoint"
+    );
+    let counts = staged_counts(&s);
+    assert_eq!(counts.len(), 60_000, "nothing missing");
+    let twice: Vec<_> = counts
+        .iter()
+        .filter(|(id, n)| **n > 1 && id.as_str() >= "R0000100")
+        .collect();
+    assert!(twice.is_empty(), "nothing staged twice: {twice:?}");
+    assert_eq!(golden_names(&s).len(), 60_000);
+}
