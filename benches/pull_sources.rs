@@ -61,6 +61,7 @@ fn spec() -> ConnectorSpec {
         as_of_column: "updated".into(),
         columns,
         values: Default::default(),
+        pull_interval: None,
     }
 }
 

@@ -316,10 +316,18 @@ fn main() {
     let mut g = c.benchmark_group(format!("store_lookup/{persons}_persons"));
     g.throughput(Throughput::Elements(keys.len() as u64));
     g.bench_function("row store: full record", |b| {
-        b.iter(|| keys.iter().map(|k| lookup(&table, &record, k)).sum::<usize>())
+        b.iter(|| {
+            keys.iter()
+                .map(|k| lookup(&table, &record, k))
+                .sum::<usize>()
+        })
     });
     g.bench_function("row store: one field with provenance", |b| {
-        b.iter(|| keys.iter().map(|k| lookup(&table, &field, k)).sum::<usize>())
+        b.iter(|| {
+            keys.iter()
+                .map(|k| lookup(&table, &field, k))
+                .sum::<usize>()
+        })
     });
     g.finish();
 

@@ -718,7 +718,9 @@ fn pull_sources(s: &Settings, only: &[String], full: bool) -> anyhow::Result<pul
         );
     }
     for name in &report.never_pulled {
-        eprintln!("  {name:<24} never pulled: not in the golden records (run `sharebroker pull {name}`)");
+        eprintln!(
+            "  {name:<24} never pulled: not in the golden records (run `sharebroker pull {name}`)"
+        );
     }
     for (kind, n, new) in &report.subjects {
         eprintln!("  {:<24} {n:>9} subjects ({new} new)", kind.as_str());
@@ -918,12 +920,18 @@ async fn serve(s: Settings, demo: Option<String>) -> anyhow::Result<()> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
+    // Sources with `pull_interval_secs` are pulled on their schedule; the
+    // broker loads each new golden version by itself.
+    let schedule = pull::spawn_schedule(&s)?;
     if s.insecure_plain_http {
         api::run_plain(listener, pki::PkiPaths::new(&s.pki_dir()), state, shutdown).await?;
     } else {
         let tls = api::tls_config_from(&s)?;
         tracing::info!(listen = %s.listen, tls_min_version = ?s.tls_min_version, policy_version = %state.policy().version, "serving with mutual TLS");
         api::run(listener, tls, state, shutdown).await?;
+    }
+    for task in schedule {
+        task.abort();
     }
     Ok(())
 }

@@ -370,7 +370,10 @@ fn unstage(
     let mut latest: HashMap<String, (usize, usize)> = HashMap::new();
     if incremental {
         for (bi, b) in batches.iter().enumerate() {
-            let (ids, reasons) = (string_col(b, COL_RECORD_ID)?, string_col(b, COL_REJECT_REASON)?);
+            let (ids, reasons) = (
+                string_col(b, COL_RECORD_ID)?,
+                string_col(b, COL_REJECT_REASON)?,
+            );
             for r in 0..b.num_rows() {
                 if reasons.is_null(r) {
                     latest.insert(ids.value(r).to_string(), (bi, r));
@@ -400,8 +403,7 @@ fn unstage(
             .map(|r| {
                 Some(
                     reasons.is_null(r)
-                        && (!incremental
-                            || latest.get(ids.value(r)) == Some(&(bi, r))),
+                        && (!incremental || latest.get(ids.value(r)) == Some(&(bi, r))),
                 )
             })
             .collect();
@@ -412,7 +414,11 @@ fn unstage(
         )
         .map_err(|e| corrupt(e.to_string()))?;
         let accepted = RecordBatch::try_new(spec.batch_schema(), accepted.columns().to_vec())
-            .map_err(|e| corrupt(format!("staged columns no longer match the connector: {e}; pull it again with --full")))?;
+            .map_err(|e| {
+                corrupt(format!(
+                    "staged columns no longer match the connector: {e}; pull it again with --full"
+                ))
+            })?;
         let rejected = (0..b.num_rows())
             .filter(|&r| !reasons.is_null(r))
             .map(|r| Rejected {
@@ -479,4 +485,48 @@ pub fn resolve(
         manifests,
         elapsed: started.elapsed(),
     })
+}
+
+/// Pull each source whose connector file sets `pull_interval_secs`, every
+/// so often, for as long as the returned tasks run (a running broker's
+/// schedule; `serve` picks up the new golden versions on its own). Pulls
+/// never overlap within the process; one that fails is logged and tried
+/// again at its next turn, resuming from its last stored checkpoint.
+pub fn spawn_schedule(s: &Settings) -> Result<Vec<tokio::task::JoinHandle<()>>, PullSetupError> {
+    let catalog = Catalog::load(&s.policies_dir)?;
+    let configs = connectors::load_dir(&s.connectors_dir, &catalog)?;
+    let one_at_a_time = Arc::new(tokio::sync::Mutex::new(()));
+    let mut tasks = Vec::new();
+    for config in configs {
+        let Some(every) = config.spec.pull_interval else {
+            continue;
+        };
+        let (s, name, lock) = (s.clone(), config.spec.name.clone(), one_at_a_time.clone());
+        tracing::info!(source = %name, every_secs = every.as_secs(), "scheduled pulls");
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await; // the first tick is immediate; the first pull waits one interval
+            loop {
+                tick.tick().await;
+                let _turn = lock.lock().await;
+                let (s2, only) = (s.clone(), vec![name.clone()]);
+                let outcome = tokio::task::spawn_blocking(move || {
+                    run_configured_with(&s2, &only, &PullOptions::default())
+                })
+                .await;
+                match outcome {
+                    Ok(Ok(r)) => {
+                        let rows = r.sources.first().map_or(0, |(_, st)| st.rows);
+                        tracing::info!(source = %name, rows, elapsed_ms = r.elapsed.as_millis() as u64, "scheduled pull done");
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(source = %name, error = %e, "scheduled pull failed; the next turn resumes from the last stored checkpoint")
+                    }
+                    Err(e) => tracing::error!(source = %name, error = %e, "scheduled pull panicked"),
+                }
+            }
+        }));
+    }
+    Ok(tasks)
 }

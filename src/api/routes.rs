@@ -1085,12 +1085,9 @@ async fn prefill(
                     continue;
                 }
             };
-            match row.filter(|r| r.get(&f.qualified).is_some()) {
+            match row.as_ref().filter(|r| r.get(&f.qualified).is_some()) {
                 Some(r) => {
-                    fields.insert(
-                        f.qualified.clone(),
-                        field_json(&r, &f.qualified, *access),
-                    );
+                    fields.insert(f.qualified.clone(), field_json(r, &f.qualified, *access));
                     record_served(entry, &f.qualified, *access);
                     rules.insert(rule.clone());
                 }

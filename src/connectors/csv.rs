@@ -174,6 +174,7 @@ mod tests {
             as_of_column: "更新时间".into(),
             columns: vec![("姓名".into(), "population.name".into())],
             values: HashMap::new(),
+            pull_interval: None,
         }
     }
 

@@ -270,6 +270,7 @@ mod tests {
                 ("户号".into(), "population.household_address".into()),
             ],
             values: HashMap::new(),
+            pull_interval: None,
         }
     }
 

@@ -194,6 +194,8 @@ pub struct ConnectorSpec {
     pub columns: Vec<(String, String)>,
     /// Per catalogue field: source value → catalogue value.
     pub values: HashMap<String, HashMap<String, String>>,
+    /// How often a running broker pulls this source, if it does.
+    pub pull_interval: Option<Duration>,
 }
 
 impl ConnectorSpec {
@@ -371,6 +373,10 @@ struct RawConnectorFile {
     columns: Spanned<BTreeMap<String, Spanned<String>>>,
     #[serde(default)]
     values: BTreeMap<String, Spanned<BTreeMap<String, String>>>,
+    /// `serve` pulls this source every so many seconds (absent: only
+    /// `sharebroker pull` does).
+    #[serde(default)]
+    pull_interval_secs: Option<Spanned<i64>>,
     source: RawSourceKind,
 }
 
@@ -580,6 +586,20 @@ pub fn load_file(path: &Path, catalog: &Catalog) -> Result<ConnectorConfig, Conf
         }
         values.insert(target, map.into_inner().into_iter().collect());
     }
+    let mut pull_interval = None;
+    if let Some(secs) = &raw.pull_interval_secs {
+        match u64::try_from(*secs.get_ref()) {
+            Ok(n) if (1..=31_536_000).contains(&n) => pull_interval = Some(Duration::from_secs(n)),
+            _ => errors.push(src.error_at(
+                secs.span(),
+                "pull_interval_secs",
+                format!(
+                    "must be from 1 to 31536000 seconds (a year), found {}",
+                    secs.get_ref()
+                ),
+            )),
+        }
+    }
     if let SourceKind::Csv {
         delimiter,
         encoding,
@@ -634,6 +654,7 @@ pub fn load_file(path: &Path, catalog: &Catalog) -> Result<ConnectorConfig, Conf
             as_of_column: raw.as_of_column,
             columns,
             values,
+            pull_interval,
         },
         source: raw.source,
     })
@@ -833,6 +854,10 @@ mod tests {
             (
                 "agency = \"xj-gat\"\ndataset = \"population\"\nsubject_column = \"A\"\nrecord_id_column = \"B\"\nas_of_column = \"C\"\n[columns]\nXM = \"population.name\"\n[source]\ntype = \"csv\"\npath = \"x.csv\"\nencoding = \"klingon\"\n",
                 "x.toml: source.encoding: unknown encoding `klingon`",
+            ),
+            (
+                "agency = \"xj-gat\"\ndataset = \"population\"\nsubject_column = \"A\"\nrecord_id_column = \"B\"\nas_of_column = \"C\"\npull_interval_secs = 0\n[columns]\nXM = \"population.name\"\n[source]\ntype = \"csv\"\npath = \"x.csv\"\n",
+                "x.toml:6: pull_interval_secs: must be from 1 to 31536000 seconds (a year), found 0",
             ),
         ];
         let cat = catalog();

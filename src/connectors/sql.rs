@@ -396,6 +396,7 @@ mod tests {
                 ("name".into(), "population.name".into()),
             ],
             values: Default::default(),
+            pull_interval: None,
         };
         let p = Plan::new(&spec, Some("updated"));
         assert_eq!(p.select, ["rid", "updated", "id_number", "name"]);

@@ -41,8 +41,8 @@ impl Hasher for PassThrough {
 /// SipHash with fixed keys: the same key hashes the same in every process,
 /// and keys (ID numbers) are not attacker-chosen in bulk.
 fn key_hash(key: &str) -> u64 {
-    let mut h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-        .build_hasher();
+    let mut h =
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
     h.write(key.as_bytes());
     h.finish()
 }
@@ -108,48 +108,65 @@ pub struct LoadedTable {
     len: usize,
 }
 
-/// One row of a loaded table.
-#[derive(Clone, Copy)]
+/// One row of a loaded table, its cells located once.
+#[derive(Clone)]
 pub struct Row<'a> {
     table: &'a LoadedTable,
     cells: &'a [u8],
+    /// Per column, where its cell's tag is in `cells`.
+    at: Vec<u32>,
 }
 
 impl<'a> Row<'a> {
+    fn new(table: &'a LoadedTable, cells: &'a [u8]) -> Row<'a> {
+        let mut at = Vec::with_capacity(table.columns.len());
+        let mut pos = 0;
+        while pos < cells.len() {
+            at.push(pos as u32);
+            let tag = cells[pos];
+            pos += 1;
+            match tag {
+                INLINE => {
+                    let n = get_varint(cells, &mut pos) as usize;
+                    pos += n;
+                }
+                INTERNED => {
+                    get_varint(cells, &mut pos);
+                }
+                _ => {}
+            }
+        }
+        Row { table, cells, at }
+    }
+
     /// The cell of column position `column`, `None` when null or absent.
     pub fn get_at(&self, column: usize) -> Option<&'a str> {
-        let mut pos = 0;
-        let mut previous: Option<&'a str> = None;
-        for c in 0..=column {
-            if pos >= self.cells.len() {
-                return None;
-            }
+        let mut column = column;
+        loop {
+            let mut pos = *self.at.get(column)? as usize;
             let tag = self.cells[pos];
             pos += 1;
-            let value = match tag {
+            return match tag {
                 NULL => None,
                 INLINE => {
                     let n = get_varint(self.cells, &mut pos) as usize;
-                    let s = &self.cells[pos..pos + n];
-                    pos += n;
                     // Every inline value was a `&str` when stored.
-                    std::str::from_utf8(s).ok()
+                    std::str::from_utf8(&self.cells[pos..pos + n]).ok()
                 }
                 INTERNED => {
                     let id = get_varint(self.cells, &mut pos) as usize;
-                    self.table.dictionaries[c]
+                    self.table.dictionaries[column]
                         .as_ref()
                         .and_then(|d| d.values.get(id))
                         .map(|v| v.as_ref())
                 }
-                _ => previous,
+                _ => {
+                    // SAME_AS_PREVIOUS: the cell before holds the value.
+                    column = column.checked_sub(1)?;
+                    continue;
+                }
             };
-            if c == column {
-                return value;
-            }
-            previous = value;
         }
-        None
     }
 
     /// The cell of a column by name.
@@ -241,12 +258,14 @@ impl LoadedTable {
         batches: Vec<RecordBatch>,
         key: &str,
     ) -> Result<Self, StoreError> {
-        let schema = batches.first().map(|b| b.schema()).ok_or_else(|| {
-            StoreError::MissingColumn {
-                table: manifest.table.clone(),
-                column: key.to_string(),
-            }
-        })?;
+        let schema =
+            batches
+                .first()
+                .map(|b| b.schema())
+                .ok_or_else(|| StoreError::MissingColumn {
+                    table: manifest.table.clone(),
+                    column: key.to_string(),
+                })?;
         let mut t = LoadedTable::empty(manifest, schema, key)?;
         for b in &batches {
             t.append(b)?;
@@ -389,10 +408,7 @@ impl LoadedTable {
     }
 
     fn row_at(&self, global: u32) -> Row<'_> {
-        Row {
-            table: self,
-            cells: cells_of(&self.data, &self.row_starts, global),
-        }
+        Row::new(self, cells_of(&self.data, &self.row_starts, global))
     }
 
     /// The row of a key.
@@ -526,7 +542,10 @@ mod tests {
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let t = LoadedTable::new(manifest(), vec![batch(&refs, &values)], "key").expect("x");
         assert!(t.dictionaries[1].is_some(), "few distinct values: interned");
-        assert!(t.dictionaries[0].is_none(), "the key column is never interned");
+        assert!(
+            t.dictionaries[0].is_none(),
+            "the key column is never interned"
+        );
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(t.row(k).and_then(|r| r.get("v")), values[i]);
         }
@@ -562,7 +581,17 @@ mod tests {
 
     #[test]
     fn varints_round_trip() {
-        for n in [0u64, 1, 127, 128, 300, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
+        for n in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u32::MAX as u64,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             put_varint(&mut out, n);
             let mut pos = 0;

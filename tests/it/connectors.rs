@@ -47,6 +47,7 @@ fn spec(name: &str, extra: &[(&str, &str)]) -> ConnectorSpec {
         as_of_column: "updated".into(),
         columns,
         values: HashMap::new(),
+        pull_interval: None,
     }
 }
 

@@ -16,7 +16,7 @@ use sharebroker::config::Settings;
 use sharebroker::ingest::{COL_KEY, Golden};
 use sharebroker::model::ids::id_number_check_char;
 use sharebroker::pull::{self, COL_REJECT_REASON, PullOptions, source_table};
-use sharebroker::store::{LoadedTable, TableStore};
+use sharebroker::store::TableStore;
 
 use crate::fixture::repo;
 
@@ -50,7 +50,12 @@ fn name(i: u32) -> String {
     let digits: String = i
         .to_string()
         .chars()
-        .map(|d| "零一二三四五六七八九".chars().nth(d as usize - '0' as usize).expect("digit"))
+        .map(|d| {
+            "零一二三四五六七八九"
+                .chars()
+                .nth(d as usize - '0' as usize)
+                .expect("digit")
+        })
         .collect();
     format!("艾力·{digits}")
 }
@@ -163,9 +168,8 @@ fn golden_names(s: &Settings) -> HashMap<String, String> {
         .current(Golden::table(SubjectKind::Person))
         .expect("current")
         .expect("a person table");
-    let t = LoadedTable::load(&store, m, COL_KEY).expect("load");
     let mut out = HashMap::new();
-    for b in &t.batches {
+    for b in store.read(&m).expect("read") {
         let keys = b
             .column_by_name(COL_KEY)
             .and_then(|c| c.as_any().downcast_ref::<StringArray>())
@@ -265,7 +269,9 @@ fn incremental_pulls_arrive_exactly_once_and_resume_after_the_source_dies() {
         .get(0);
     let outcome = pulling.join().expect("thread");
     assert_eq!(killed, 1, "the pull was still reading: {outcome:?}");
-    let err = outcome.expect_err("a pull whose source dies fails").to_string();
+    let err = outcome
+        .expect_err("a pull whose source dies fails")
+        .to_string();
     assert!(err.contains(SOURCE), "the error names the source: {err}");
     let partial = staged_counts(&s).len();
     assert!(

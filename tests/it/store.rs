@@ -285,3 +285,60 @@ async fn a_running_broker_loads_new_versions_and_keeps_the_last_good_one() {
         "{changed:?}"
     );
 }
+
+#[tokio::test]
+async fn sources_with_an_interval_are_pulled_on_their_schedule() {
+    let p = prepare();
+    // The repo's connectors, one of them pulled every second.
+    let connectors = p.dir.path().join("connectors");
+    std::fs::create_dir_all(&connectors).expect("dir");
+    for f in std::fs::read_dir(repo("connectors"))
+        .expect("connectors")
+        .flatten()
+    {
+        if f.path().extension().is_some_and(|e| e == "toml") {
+            let mut text = std::fs::read_to_string(f.path()).expect("read");
+            if f.file_name() == "rst-social-insurance.toml" {
+                text = format!("pull_interval_secs = 1\n{text}");
+            }
+            std::fs::write(connectors.join(f.file_name()), text).expect("write");
+        }
+    }
+    let settings = sharebroker::config::Settings {
+        connectors_dir: connectors,
+        ..p.settings.clone()
+    };
+    let before = staged_versions(&settings, "rst-social-insurance");
+    let other_before = staged_versions(&settings, "gat-population");
+    let tasks = pull::spawn_schedule(&settings).expect("schedule");
+    assert_eq!(tasks.len(), 1, "one source has an interval");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = settings.clone();
+        let now = tokio::task::spawn_blocking(move || staged_versions(&s, "rst-social-insurance"))
+            .await
+            .expect("join");
+        if now >= before + 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no scheduled pull within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for t in tasks {
+        t.abort();
+    }
+    let other_after = staged_versions(&settings, "gat-population");
+    assert_eq!(
+        other_before, other_after,
+        "sources without an interval are left alone"
+    );
+}
+
+/// How many versions a source's staged table has.
+fn staged_versions(s: &sharebroker::config::Settings, source: &str) -> usize {
+    TableStore::open_local(&s.store_dir())
+        .expect("store")
+        .versions(&pull::source_table(source))
+        .expect("versions")
+        .len()
+}
