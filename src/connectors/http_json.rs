@@ -518,11 +518,18 @@ impl<'a> Client<'a> {
             Some(tls) => {
                 let name = rustls_pki_types::ServerName::try_from(self.target.host.clone())
                     .map_err(|_| Failure::Fatal("the URL's host is not a valid TLS name".into()))?;
-                Box::new(
-                    tls.connect(name, tcp)
-                        .await
-                        .map_err(|e| retry(format!("TLS handshake failed: {e}")))?,
-                )
+                Box::new(tls.connect(name, tcp).await.map_err(|e| {
+                    let reason = format!("TLS handshake failed: {e}");
+                    // A certificate the CA file does not vouch for will not
+                    // start to on a retry; a dropped handshake might.
+                    let rustls_error = e
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+                    match rustls_error {
+                        Some(rustls::Error::InvalidCertificate(_)) => Failure::Fatal(reason),
+                        _ => retry(reason),
+                    }
+                })?)
             }
         };
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))

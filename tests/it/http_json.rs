@@ -72,6 +72,17 @@ impl TestServer {
         stop_after_pages: Option<u32>,
         token: Option<String>,
     ) -> TestServer {
+        Self::start_tls(records, paging, faults, stop_after_pages, token, None)
+    }
+
+    fn start_tls(
+        records: Vec<Value>,
+        paging: Paging,
+        faults: HashMap<u32, Fault>,
+        stop_after_pages: Option<u32>,
+        token: Option<String>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> TestServer {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -104,13 +115,21 @@ impl TestServer {
                 };
                 let st = st.clone();
                 let mut conn_stop = stop_rx.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let st = st.clone();
                         async move { Ok::<_, Infallible>(handle(&st, req).await) }
                     });
+                    let io: Box<dyn Io> = match tls {
+                        None => Box::new(tcp),
+                        Some(acceptor) => match acceptor.accept(tcp).await {
+                            Ok(s) => Box::new(s),
+                            Err(_) => return,
+                        },
+                    };
                     let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc);
+                        .serve_connection(TokioIo::new(io), svc);
                     tokio::select! {
                         _ = conn => {}
                         _ = conn_stop.changed() => {}
@@ -141,6 +160,9 @@ impl TestServer {
         self.state.log.lock().expect("log").clone()
     }
 }
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 fn query_params(req: &Request<Incoming>) -> HashMap<String, String> {
     req.uri()
@@ -684,4 +706,59 @@ fn http_json_header_from_env_is_sent_and_never_shown() {
         err,
         "source token: credentials: environment variable `SB_TEST_HTTP_JSON_UNSET` (header `X-Api-Token`) is not set or not valid unicode"
     );
+}
+
+/// A development PKI in `dir` whose server certificate names 127.0.0.1, and
+/// a TLS acceptor serving it.
+fn tls_server_pki(dir: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    sharebroker::pki::init(dir, &[], &["localhost".into(), "127.0.0.1".into()], false)
+        .expect("pki");
+    let paths = sharebroker::pki::PkiPaths::new(dir);
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(paths.server_cert())
+        .expect("server cert")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("server cert");
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(paths.server_key()).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+#[test]
+fn http_json_https_trusts_only_its_ca_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let acceptor = tls_server_pki(&dir.path().join("pki"));
+    let server = TestServer::start_tls(
+        records(7),
+        Paging::Page,
+        HashMap::new(),
+        None,
+        None,
+        Some(acceptor),
+    );
+    let url = format!("https://127.0.0.1:{}/items", server.port);
+    let mut s = source(url, page(5));
+    s.ca_file = Some(dir.path().join("pki/ca.pem"));
+    let (got, result) = pull(connector("tls", s.clone()).as_ref());
+    result.expect("pull over https");
+    assert_eq!(got.ids(), all_ids(7));
+    // Another CA: the certificate is refused at once, not retried.
+    sharebroker::pki::init(&dir.path().join("other"), &[], &["localhost".into()], false)
+        .expect("other pki");
+    s.ca_file = Some(dir.path().join("other/ca.pem"));
+    let (_, result) = pull(connector("tls", s).as_ref());
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("TLS handshake failed: invalid peer certificate"),
+        "{err}"
+    );
+    assert!(!err.contains("gave up"), "{err}");
+    assert_eq!(server.requests(), 2);
 }
