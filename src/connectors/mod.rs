@@ -6,6 +6,7 @@
 mod csv;
 #[cfg(feature = "excel")]
 mod excel;
+mod http_json;
 #[cfg(feature = "mysql")]
 mod mysql;
 mod parquet;
@@ -13,6 +14,7 @@ mod parquet;
 mod postgres;
 mod sql;
 
+pub use http_json::{EnvRef, HeaderSource, HttpJsonSource, Pagination};
 pub use sql::DbSource;
 
 use std::collections::{BTreeMap, HashMap};
@@ -70,6 +72,14 @@ pub enum ConnectorError {
     Checkpoint { source_name: String, reason: String },
     #[error("source {source_name}: {reason}")]
     Unsupported { source_name: String, reason: String },
+    /// A web API request that failed; `url` has no query string.
+    #[error("source {source_name}: page {page} ({url}): {reason}")]
+    Http {
+        source_name: String,
+        page: u64,
+        url: String,
+        reason: String,
+    },
 }
 
 /// A source row that could not be read as a record: it goes to quarantine
@@ -413,6 +423,8 @@ pub enum SourceKind {
     Postgres(DbSource),
     /// A MariaDB / MySQL table or query (cargo feature `mysql`).
     Mysql(DbSource),
+    /// A paginated JSON web API.
+    HttpJson(HttpJsonSource),
 }
 
 impl SourceKind {
@@ -424,6 +436,7 @@ impl SourceKind {
             SourceKind::Excel { .. } => "excel",
             SourceKind::Postgres(_) => "postgres",
             SourceKind::Mysql(_) => "mysql",
+            SourceKind::HttpJson(_) => "http_json",
         }
     }
 
@@ -630,6 +643,9 @@ pub fn load_file(path: &Path, catalog: &Catalog) -> Result<ConnectorConfig, Conf
     if let SourceKind::Postgres(db) | SourceKind::Mysql(db) = &raw.source {
         db.validate(&src, &mut errors);
     }
+    if let SourceKind::HttpJson(http) = &raw.source {
+        http.validate(&src, &mut errors);
+    }
     if let Some(feature) = raw.source.missing_feature() {
         errors.push(ConfigError::new(
             path,
@@ -701,6 +717,11 @@ pub fn build(config: &ConnectorConfig, data_dir: &Path) -> Box<dyn Connector> {
             db.clone(),
             data_dir.to_path_buf(),
         )),
+        SourceKind::HttpJson(http) => Box::new(http_json::HttpJsonConnector::new(
+            spec,
+            http.clone(),
+            data_dir,
+        )),
         #[allow(unreachable_patterns)]
         other => Box::new(Unavailable {
             spec,
@@ -756,7 +777,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/examples");
         let all = load_dir(&dir, &catalog()).expect("example connectors are valid");
         let kinds: Vec<&str> = all.iter().map(|c| c.source.type_name()).collect();
-        for kind in ["postgres", "mysql", "excel"] {
+        for kind in ["postgres", "mysql", "excel", "http_json"] {
             assert!(kinds.contains(&kind), "no example for {kind}: {kinds:?}");
         }
     }

@@ -6,6 +6,7 @@ mod connectors;
 mod crash;
 mod e2e;
 mod fixture;
+mod http_json;
 #[cfg(feature = "postgres")]
 mod pull_incremental;
 mod reload;
