@@ -64,6 +64,10 @@ enum Command {
         /// Pull incremental sources from scratch instead of from their checkpoint.
         #[arg(long)]
         full: bool,
+        /// Only check that each source can be reached and has its mapped
+        /// columns (a health check); pull nothing.
+        #[arg(long)]
+        check: bool,
     },
     /// Development PKI.
     Pki {
@@ -470,7 +474,12 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match &cli.command {
         Command::Gen { persons, seed, out } => generate_sources(&s, *persons, *seed, out.clone()),
-        Command::Pull { sources, full } => pull_sources(&s, sources, *full).map(|_| ()),
+        Command::Pull {
+            sources,
+            check: true,
+            ..
+        } => check_sources(&s, sources),
+        Command::Pull { sources, full, .. } => pull_sources(&s, sources, *full).map(|_| ()),
         Command::Pki {
             command: PkiCommand::Init { force },
         } => pki_init(&s, *force),
@@ -694,6 +703,29 @@ fn generate_sources(
     );
     for (file, rows) in &summary.rows {
         eprintln!("  {file:<28} {rows:>9} rows");
+    }
+    Ok(())
+}
+
+/// Each source's health check: reachable, with the mapped columns.
+fn check_sources(s: &Settings, only: &[String]) -> anyhow::Result<()> {
+    let catalog = Catalog::load(&s.policies_dir)?;
+    let configs = connectors::load_dir(&s.connectors_dir, &catalog)?;
+    let mut failed = 0;
+    for config in &configs {
+        if !only.is_empty() && !only.contains(&config.spec.name) {
+            continue;
+        }
+        match connectors::build(config, &s.data_dir).check() {
+            Ok(()) => println!("  {:<24} ok", config.spec.name),
+            Err(e) => {
+                failed += 1;
+                println!("  {:<24} FAILED: {e}", config.spec.name);
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} source(s) failed their check");
     }
     Ok(())
 }

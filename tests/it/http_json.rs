@@ -312,6 +312,7 @@ fn spec(name: &str) -> ConnectorSpec {
             ),
         ],
         values: HashMap::new(),
+        pull_interval: None,
     }
 }
 
