@@ -46,6 +46,10 @@ pub const COL_REJECT_RAW: &str = "__reject_raw";
 /// incremental source the checkpoint reached.
 pub const META_MODE: &str = "mode";
 pub const META_CHECKPOINT: &str = "checkpoint";
+/// `"false"` on the steps of an incremental pull that started from scratch
+/// and has not finished: such a version holds only part of the source, so
+/// resolving reads the newest complete version instead.
+pub const META_COMPLETE: &str = "complete";
 /// Rows per durable step of an incremental pull.
 pub const DEFAULT_COMMIT_EVERY_ROWS: usize = 100_000;
 
@@ -254,8 +258,9 @@ fn staged_batches(schema: &SchemaRef, pulled: &Pulled) -> Result<Vec<RecordBatch
     Ok(out)
 }
 
-fn meta(mode: PullMode, checkpoint: &Option<String>) -> BTreeMap<String, String> {
+fn meta(mode: PullMode, checkpoint: &Option<String>, complete: bool) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
+    m.insert(META_COMPLETE.to_string(), complete.to_string());
     m.insert(
         META_MODE.to_string(),
         match mode {
@@ -303,6 +308,11 @@ fn stage(
         reason: e,
     };
     let resuming = resume.is_some();
+    // Steps appended to a complete version keep it complete (they only add
+    // newer rows); steps of a load from scratch are not, until it ends.
+    let steps_complete = resume
+        .as_ref()
+        .is_some_and(|m| m.meta.get(META_COMPLETE).map(String::as_str) != Some("false"));
     let mut writer = Some(store.writer(&table, schema.clone(), resume.map(|m| m.version))?);
     let mut pending = 0usize;
     let mut committed_any = false;
@@ -321,7 +331,7 @@ fn stage(
             let m = writer
                 .take()
                 .expect("a writer is open between steps")
-                .commit(meta(mode, &checkpoint))
+                .commit(meta(mode, &checkpoint, steps_complete))
                 .map_err(|e| sink(e.to_string()))?;
             committed_any = true;
             writer = Some(
@@ -336,8 +346,17 @@ fn stage(
     let w = writer.take().expect("a writer is open between steps");
     // An incremental pull that found nothing after its last step changes
     // nothing; every other pull ends with a version.
-    if !(incremental && pending == 0 && (resuming || committed_any)) {
-        w.commit(meta(mode, &checkpoint))?;
+    let nothing_new = incremental && pending == 0 && (resuming || committed_any);
+    if !nothing_new {
+        w.commit(meta(mode, &checkpoint, true))?;
+    } else if !steps_complete {
+        // The load from scratch ended exactly on a step: mark it complete.
+        drop(w);
+        if let Some(m) = store.current(&table)? {
+            let mut done = store.writer(&table, schema.clone(), Some(m.version))?;
+            done.write(&RecordBatch::new_empty(schema.clone()))?;
+            done.commit(meta(mode, &checkpoint, true))?;
+        }
     }
     Ok(stats)
 }
@@ -444,6 +463,18 @@ fn unstage(
     Ok(())
 }
 
+/// The newest staged version that holds the whole source: not a step of
+/// an unfinished load from scratch.
+fn complete_version(store: &TableStore, table: &str) -> Result<Option<Manifest>, StoreError> {
+    for v in store.versions(table)?.into_iter().rev() {
+        let m = store.manifest(table, v)?;
+        if m.meta.get(META_COMPLETE).map(String::as_str) != Some("false") {
+            return Ok(Some(m));
+        }
+    }
+    Ok(None)
+}
+
 /// Resolve the staged rows of every configured source into new versions
 /// of the golden tables, the quarantine and the findings.
 pub fn resolve(
@@ -456,7 +487,7 @@ pub fn resolve(
     let mut never_pulled = Vec::new();
     for config in configs {
         let spec = &config.spec;
-        let Some(m) = store.current(&source_table(&spec.name))? else {
+        let Some(m) = complete_version(store, &source_table(&spec.name))? else {
             tracing::warn!(source = %spec.name, "never pulled: its rows are not in the golden records");
             never_pulled.push(spec.name.clone());
             continue;

@@ -294,4 +294,43 @@ fn incremental_pulls_arrive_exactly_once_and_resume_after_the_source_dies() {
         .collect();
     assert!(twice.is_empty(), "nothing staged twice: {twice:?}");
     assert_eq!(golden_names(&s).len(), 60_000);
+
+    // A pull from scratch (--full) that dies midway: its steps are stored
+    // but marked incomplete, so resolving meanwhile still reads the last
+    // complete version and no person drops out of the golden records.
+    let versions_before = staged_versions(&s).len();
+    let s2 = s.clone();
+    let full = PullOptions {
+        full: true,
+        ..options(8_192)
+    };
+    let pulling = std::thread::spawn(move || pull::run_configured_with(&s2, &[], &full));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while staged_versions(&s).len() == versions_before && !pulling.is_finished() {
+        assert!(Instant::now() < deadline, "no step was stored");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    db.query_one(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+        &[&format!("sharebroker:{SOURCE}")],
+    )
+    .expect("terminate");
+    assert!(
+        pulling.join().expect("thread").is_err(),
+        "the full pull was cut"
+    );
+    assert!(
+        staged_counts(&s).len() < 60_000,
+        "the current staged version is the partial load"
+    );
+    let catalog = sharebroker::catalog::Catalog::load(&s.policies_dir).expect("catalogue");
+    let configs =
+        sharebroker::connectors::load_dir(&s.connectors_dir, &catalog).expect("connectors");
+    let store = TableStore::open_local(&s.store_dir()).expect("store");
+    pull::resolve(&catalog, &configs, &store).expect("resolve");
+    assert_eq!(golden_names(&s).len(), 60_000, "nothing dropped out");
+    // Pulled again, the load resumes and completes.
+    pull::run_configured_with(&s, &[], &options(8_192)).expect("resumed full pull");
+    assert_eq!(staged_counts(&s).len(), 60_000);
+    assert_eq!(golden_names(&s).len(), 60_000);
 }
