@@ -307,11 +307,7 @@ impl Connector for MysqlConnector {
     }
 
     fn mode(&self) -> PullMode {
-        if self.source.watermark_column.is_some() {
-            PullMode::Incremental
-        } else {
-            PullMode::Snapshot
-        }
+        self.source.mode()
     }
 
     fn check(&self) -> Result<(), ConnectorError> {

@@ -528,11 +528,7 @@ impl Connector for PostgresConnector {
     }
 
     fn mode(&self) -> PullMode {
-        if self.source.watermark_column.is_some() {
-            PullMode::Incremental
-        } else {
-            PullMode::Snapshot
-        }
+        self.source.mode()
     }
 
     fn check(&self) -> Result<(), ConnectorError> {

@@ -86,6 +86,15 @@ pub(crate) fn source_key_line(src: &Source, key: &str) -> Option<usize> {
 }
 
 impl DbSource {
+    /// Incremental with a watermark column, a snapshot without.
+    pub(crate) fn mode(&self) -> super::PullMode {
+        if self.watermark_column.is_some() {
+            super::PullMode::Incremental
+        } else {
+            super::PullMode::Snapshot
+        }
+    }
+
     /// Structural checks of a connector file's `[source]` section.
     pub(crate) fn validate(&self, src: &Source, errors: &mut Vec<ConfigError>) {
         let err = |key: &str, reason: String| {

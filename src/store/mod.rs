@@ -266,19 +266,6 @@ pub fn manifest_as_of(store: &TableStore, table: &str, at: &AsOf) -> Result<Mani
     }
 }
 
-/// The current version of `table`, loaded and indexed by `key`; `None`
-/// before the table's first version.
-pub fn load_current(
-    store: &TableStore,
-    table: &str,
-    key: &str,
-) -> Result<Option<LoadedTable>, StoreError> {
-    match store.current(table)? {
-        Some(m) => LoadedTable::load(store, m, key).map(Some),
-        None => Ok(None),
-    }
-}
-
 /// What [`load_latest_good`] found: the table, if a version loaded, and
 /// each newer version that did not, with why.
 pub type LatestGood = (Option<LoadedTable>, Vec<(u64, StoreError)>);

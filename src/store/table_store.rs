@@ -420,9 +420,9 @@ impl TableStore {
             path: out.display().to_string(),
             reason: e.to_string(),
         };
+        let schema = manifest.schema()?;
         let tmp = out.with_extension("parquet.tmp");
         let file = File::create(&tmp).map_err(io)?;
-        let schema = manifest.schema()?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .build();
