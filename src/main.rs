@@ -18,6 +18,7 @@ use sharebroker::policy::{PolicySet, steward};
 use sharebroker::pull;
 use sharebroker::seal;
 use sharebroker::store::{self, AsOf, TableStore};
+use sharebroker::{linkage, review};
 
 #[derive(Parser)]
 #[command(
@@ -112,6 +113,83 @@ enum Command {
     Store {
         #[command(subcommand)]
         command: StoreCommand,
+    },
+    /// Steward review: records the resolver could not link with certainty,
+    /// and records quarantined for their identifier.
+    Review {
+        #[command(subcommand)]
+        command: ReviewCommand,
+    },
+    /// The resolver on plain CSV files, to reproduce and score it.
+    Resolve {
+        #[command(subcommand)]
+        command: ResolveCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReviewCommand {
+    /// The review queue (default), or the quarantine with --quarantine.
+    List {
+        #[arg(long)]
+        quarantine: bool,
+        /// Only this source's records.
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Link a record to a subject (the reviewed candidate or another).
+    Link {
+        source: String,
+        record_id: String,
+        subject_id: String,
+        #[arg(long)]
+        steward: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Decide that a record matches no subject; if it was linked, this
+    /// splits it off (the decision stays on record).
+    Reject {
+        source: String,
+        record_id: String,
+        #[arg(long)]
+        steward: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Every decision made so far, oldest first.
+    Decisions,
+    /// Resolve the staged sources again (no pull), applying the decisions.
+    Apply,
+}
+
+#[derive(Subcommand)]
+enum ResolveCommand {
+    /// Write the person records of the configured sources as one CSV
+    /// (source, record_id, id_number, name).
+    Records {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Resolve a CSV with source, record_id, id_number (and optionally
+    /// name, agency, as_of) columns; write source, record_id, subject_id, link.
+    Link {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Score links against a generator truth.csv: pairwise precision,
+    /// recall and F1, B-cubed, by middle dot and ID validity.
+    Score {
+        #[arg(long)]
+        truth: PathBuf,
+        #[arg(long)]
+        links: PathBuf,
+        #[arg(long, default_value = "person")]
+        kind: String,
     },
 }
 
@@ -668,7 +746,161 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Audit { command } => audit_command(&s, command),
         Command::Store { command } => store_command(&s, command),
+        Command::Review { command } => review_command(&s, command),
+        Command::Resolve { command } => resolve_command(&s, command),
     }
+}
+
+fn review_command(s: &Settings, command: &ReviewCommand) -> anyhow::Result<()> {
+    let dir = s.store_dir();
+    if !dir.exists() {
+        bail!(
+            "no store at {}: run `sharebroker pull` first",
+            dir.display()
+        );
+    }
+    let store = TableStore::open_local(&dir)?;
+    match command {
+        ReviewCommand::List {
+            quarantine,
+            source,
+            limit,
+        } => {
+            let wanted = |src: &str| source.as_deref().is_none_or(|s| s == src);
+            if *quarantine {
+                let q = review::load_quarantine(&store)?;
+                let shown: Vec<_> = q.iter().filter(|e| wanted(&e.source)).collect();
+                println!("{} quarantined records or values", shown.len());
+                for e in shown.iter().take(*limit) {
+                    let field = if e.field.is_empty() {
+                        "(record)"
+                    } else {
+                        &e.field
+                    };
+                    println!(
+                        "{}\t{}\tline/position {}\t{field}\t{:?}\t{}",
+                        e.source, e.record_id, e.position, e.raw, e.reason
+                    );
+                }
+            } else {
+                let items = review::load_review(&store)?;
+                let shown: Vec<_> = items.iter().filter(|r| wanted(&r.source)).collect();
+                println!("{} records to review", shown.len());
+                for r in shown.iter().take(*limit) {
+                    println!(
+                        "{}\t{}\twritten {:?} name {:?}\n  → {} {:?}  p={:.3}  {} ({} candidate(s))",
+                        r.source,
+                        r.record_id,
+                        r.written_id,
+                        r.name,
+                        r.subject_id,
+                        r.subject_name,
+                        r.probability,
+                        r.evidence,
+                        r.candidates
+                    );
+                }
+            }
+            Ok(())
+        }
+        ReviewCommand::Link {
+            source,
+            record_id,
+            subject_id,
+            steward,
+            note,
+        } => {
+            review::decide(&store, source, record_id, Some(subject_id), steward, note)?;
+            println!(
+                "decided: link {source}/{record_id} to {subject_id}; takes effect at the next resolve (`sharebroker review apply` or `sharebroker pull`)"
+            );
+            Ok(())
+        }
+        ReviewCommand::Reject {
+            source,
+            record_id,
+            steward,
+            note,
+        } => {
+            review::decide(&store, source, record_id, None, steward, note)?;
+            println!(
+                "decided: {source}/{record_id} matches no subject; takes effect at the next resolve (`sharebroker review apply` or `sharebroker pull`)"
+            );
+            Ok(())
+        }
+        ReviewCommand::Decisions => {
+            for d in review::load_decision_rows(&store)? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    d.decided_at,
+                    d.steward,
+                    d.decision,
+                    d.source,
+                    d.record_id,
+                    d.subject_id,
+                    d.note
+                );
+            }
+            Ok(())
+        }
+        ReviewCommand::Apply => {
+            drop(store);
+            let catalog = Catalog::load(&s.policies_dir)?;
+            let configs = connectors::load_dir(&s.connectors_dir, &catalog)?;
+            let store = TableStore::open_local(&dir)?;
+            let report = pull::resolve(&catalog, &configs, &store)?;
+            print_resolve_report(&report);
+            Ok(())
+        }
+    }
+}
+
+fn resolve_command(s: &Settings, command: &ResolveCommand) -> anyhow::Result<()> {
+    let catalog = Catalog::load(&s.policies_dir)?;
+    match command {
+        ResolveCommand::Records { out } => {
+            let configs = connectors::load_dir(&s.connectors_dir, &catalog)?;
+            let n = linkage::write_records(&catalog, &configs, &s.data_dir, out)?;
+            eprintln!("wrote {n} person records to {}", out.display());
+        }
+        ResolveCommand::Link { input, out } => {
+            let st = linkage::link_csv(&catalog, input, out)?;
+            eprintln!(
+                "{} records → {} subjects: {} exact, {} probable, {} to review, {} not linked; {:.2?}, peak RSS {} MiB",
+                st.records,
+                st.subjects,
+                st.exact,
+                st.probable,
+                st.review,
+                st.unlinked,
+                st.elapsed,
+                peak_rss_mib()
+            );
+            if let Some(m) = &st.model {
+                eprintln!(
+                    "model: m={:.4?} u={:.6?} neighbour density {:.5} ({} linked name pairs, {} subjects)",
+                    m.m, m.u, m.density, m.true_pairs, m.subjects
+                );
+            }
+        }
+        ResolveCommand::Score { truth, links, kind } => {
+            let r = linkage::score_files(truth, links, kind)?;
+            println!("{r}");
+        }
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB.
+fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
 }
 
 /// Reads a published key: the raw `seal-key.pub` text or the JSON served at /v1/seal/key.
@@ -754,14 +986,24 @@ fn pull_sources(s: &Settings, only: &[String], full: bool) -> anyhow::Result<pul
             "  {name:<24} never pulled: not in the golden records (run `sharebroker pull {name}`)"
         );
     }
+    print_resolve_report(&report);
+    Ok(report)
+}
+
+fn print_resolve_report(report: &pull::PullReport) {
     for (kind, n, new) in &report.subjects {
         eprintln!("  {:<24} {n:>9} subjects ({new} new)", kind.as_str());
     }
     eprintln!(
+        "  {} records linked without a valid identifier ({} by stewards), {} to review (`sharebroker review list`)",
+        report.probable_links + report.steward_links,
+        report.steward_links,
+        report.review
+    );
+    eprintln!(
         "  quarantined {} records or values, {} data-quality findings; stored in {:.2?}",
         report.quarantined, report.findings, report.elapsed
     );
-    Ok(report)
 }
 
 fn store_command(s: &Settings, command: &StoreCommand) -> anyhow::Result<()> {

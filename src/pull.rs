@@ -91,6 +91,11 @@ pub struct PullReport {
     pub subjects: Vec<(SubjectKind, usize, usize)>,
     pub quarantined: usize,
     pub findings: usize,
+    /// Records waiting in the review queue.
+    pub review: usize,
+    /// Records without a valid identifier linked by the model / by a steward.
+    pub probable_links: usize,
+    pub steward_links: usize,
     pub manifests: Vec<Manifest>,
     pub elapsed: Duration,
 }
@@ -495,7 +500,8 @@ pub fn resolve(
         unstage(store, spec, &m, &mut |pulled| ingest.add(spec, &pulled))?;
     }
     let mut registry = load_registry(store)?;
-    let outcome = ingest.finish(&mut registry);
+    let decisions = crate::review::load_decisions(store)?;
+    let outcome = ingest.finish(&mut registry, &decisions);
     // The registry first: a crash after it only reserves ids, never reuses one.
     let mut manifests = vec![store.commit(SUBJECTS_TABLE, &[registry.to_batch()])?];
     let mut subjects = Vec::new();
@@ -507,12 +513,19 @@ pub fn resolve(
     }
     manifests.push(store.commit(QUARANTINE_TABLE, &[quarantine_batch(&outcome.quarantine)])?);
     manifests.push(store.commit(FINDINGS_TABLE, &[findings_batch(&findings)])?);
+    manifests.push(store.commit(
+        crate::review::REVIEW_TABLE,
+        &[crate::review::review_batch(&outcome.review)],
+    )?);
     Ok(PullReport {
         sources: Vec::new(),
         never_pulled,
         subjects,
         quarantined: outcome.quarantine.len(),
         findings: findings.len(),
+        review: outcome.review.len(),
+        probable_links: outcome.goldens.iter().map(|g| g.probable_links).sum(),
+        steward_links: outcome.goldens.iter().map(|g| g.steward_links).sum(),
         manifests,
         elapsed: started.elapsed(),
     })

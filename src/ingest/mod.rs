@@ -4,8 +4,10 @@
 //! quarantine, disagreements between agencies become data-quality findings.
 //! Pure: batches in, batches out, no I/O (architecture invariant 8).
 
+pub mod link;
 pub mod normalise;
 pub mod resolve;
+pub mod score;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use crate::connectors::{
     COL_AS_OF, COL_POSITION, COL_RECORD_ID, COL_SUBJECT, ConnectorSpec, Pulled, Rejected,
 };
 
-pub use resolve::{Golden, Resolver, SubjectRegistry};
+pub use resolve::{Decision, Decisions, Golden, Resolver, ReviewItem, SubjectRegistry};
 
 /// Golden-record columns besides the per-field ones.
 pub const COL_SUBJECT_ID: &str = "subject_id";
@@ -236,17 +238,19 @@ impl<'c> Ingest<'c> {
                 reason,
                 raw: raw.to_string(),
             };
-            let key = match subject_key(kind, subjects.value(row)) {
-                Ok(k) => k,
-                Err(reason) => {
-                    self.quarantine.push(quarantine(
-                        "",
-                        format!("{reason}; records without a valid identifier are not linked (probabilistic resolution is not built yet)"),
-                        subjects.value(row),
-                    ));
-                    continue;
-                }
-            };
+            let key = subject_key(kind, subjects.value(row));
+            if let Err(reason) = &key
+                && !resolver.links_unkeyed()
+            {
+                self.quarantine.push(quarantine(
+                    "",
+                    format!(
+                        "{reason}; records of this kind without a valid identifier are not linked"
+                    ),
+                    subjects.value(row),
+                ));
+                continue;
+            }
             let as_of = match as_of_key(as_ofs.value(row)) {
                 Ok(t) => t,
                 Err(reason) => {
@@ -273,22 +277,43 @@ impl<'c> Ingest<'c> {
                         .push(quarantine(&field.qualified, reason, raw)),
                 }
             }
-            resolver.add(&key, &spec.agency, record_id, &as_of, &values);
+            match key {
+                Ok(key) => resolver.add(&key, &spec.name, &spec.agency, record_id, &as_of, &values),
+                Err(reason) => resolver.add_unkeyed(
+                    &spec.name,
+                    &spec.agency,
+                    record_id,
+                    &as_of,
+                    position,
+                    subjects.value(row),
+                    &reason,
+                    &values,
+                ),
+            }
         }
         Ok(())
     }
 
     /// Resolve everything added so far into golden records, keeping the
-    /// subject ids of `registry` (which gains the new subjects).
-    pub fn finish(self, registry: &mut SubjectRegistry) -> IngestOutcome {
+    /// subject ids of `registry` (which gains the new subjects) and
+    /// applying the stewards' `decisions`.
+    pub fn finish(self, registry: &mut SubjectRegistry, decisions: &Decisions) -> IngestOutcome {
+        let mut quarantine = self.quarantine;
+        let mut review = Vec::new();
         let goldens = self
             .resolvers
             .into_iter()
-            .map(|r| r.finish(registry))
+            .map(|r| {
+                let mut g = r.finish(registry, decisions);
+                quarantine.append(&mut g.quarantine);
+                review.append(&mut g.review);
+                g
+            })
             .collect();
         IngestOutcome {
             goldens,
-            quarantine: self.quarantine,
+            quarantine,
+            review,
         }
     }
 }
@@ -296,6 +321,8 @@ impl<'c> Ingest<'c> {
 pub struct IngestOutcome {
     pub goldens: Vec<Golden>,
     pub quarantine: Vec<QuarantineEntry>,
+    /// Records for a steward to link or reject (`sharebroker review`).
+    pub review: Vec<ReviewItem>,
 }
 
 /// The quarantine as one Arrow batch, for the store.

@@ -423,6 +423,77 @@ pub fn name_match_key(name: &str) -> String {
         .collect()
 }
 
+/// Readings a general-purpose pinyin table gets wrong in names: the
+/// transliteration syllables of Uyghur and Kazakh names (阿不都/阿卜都 are both
+/// "abudu"), and surnames whose reading differs from the common one. The
+/// surname readings apply to the first character only.
+const NAME_READINGS: &[(char, &str)] = &[('都', "du"), ('卜', "bu"), ('合', "he"), ('克', "ke")];
+const SURNAME_READINGS: &[(char, &str)] = &[
+    ('单', "shan"),
+    ('曾', "zeng"),
+    ('解', "xie"),
+    ('仇', "qiu"),
+    ('朴', "piao"),
+    ('查', "zha"),
+    ('区', "ou"),
+    ('盖', "ge"),
+    ('乐', "yue"),
+    ('覃', "qin"),
+    ('缪', "miao"),
+    ('翟', "zhai"),
+    ('尉', "yu"),
+    ('万', "wan"),
+    ('员', "yun"),
+];
+
+/// The toneless pinyin key of a name: each Han character's reading (name
+/// readings for polyphones, see `NAME_READINGS`), Latin letters lower-cased,
+/// digits kept, dots, spaces and other marks dropped. Transliteration
+/// spellings that changed over time (买买提/麦麦提, 阿不都/阿卜都) share a key;
+/// 肉孜/若孜 (rouzi/ruozi) and 吐尔逊/图尔荪 (tuerxun/tuersun) do not, but
+/// score high on Jaro–Winkler over the key, which the resolver uses.
+pub fn name_pinyin(name: &str) -> String {
+    use pinyin::ToPinyin;
+    let key = name_match_key(name);
+    let mut out = String::with_capacity(key.len() * 2);
+    for (i, c) in key.chars().enumerate() {
+        let table = |t: &[(char, &'static str)]| t.iter().find(|(h, _)| *h == c).map(|(_, r)| *r);
+        let reading = (if i == 0 {
+            table(SURNAME_READINGS)
+        } else {
+            None
+        })
+        .or_else(|| table(NAME_READINGS))
+        .or_else(|| c.to_pinyin().map(|p| p.plain()));
+        match reading {
+            Some(r) => out.push_str(r),
+            None if c.is_alphanumeric() => out.push(c),
+            None => {}
+        }
+    }
+    out
+}
+
+/// The characters of an ID number as written, for matching a number that
+/// failed validation against valid ones: full-width forms folded, spaces
+/// dropped, `x` upper-cased. `None` when anything but digits and X remains
+/// or the length is far from 18 (a neighbour search makes no sense then).
+pub fn id_digits(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(18);
+    for c in raw.chars() {
+        if is_space(c) {
+            continue;
+        }
+        let (c, _) = fold_full_width(c);
+        match c {
+            '0'..='9' => out.push(c),
+            'x' | 'X' => out.push('X'),
+            _ => return None,
+        }
+    }
+    (17..=19).contains(&out.len()).then_some(out)
+}
+
 // ---------------------------------------------------------------------------
 // Dates and times
 // ---------------------------------------------------------------------------
@@ -1126,6 +1197,62 @@ mod tests {
                 "normalised {raw:?}"
             );
         }
+    }
+
+    #[test]
+    fn name_pinyin_keys() {
+        let cases = [
+            // Spelling reforms (DB65/T 2189-2005) that sound the same.
+            ("买买提·艾力", "maimaitiaili"),
+            ("麦麦提・艾力", "maimaitiaili"),
+            ("阿不都·热合曼", "abudureheman"),
+            ("阿卜都 热合曼", "abudureheman"),
+            // Dots, spaces and case never matter.
+            ("B. 盖茨", "bgaici"),
+            ("JOHN SMITH", "johnsmith"),
+            // Surname readings.
+            ("单雄信", "shanxiongxin"),
+            ("曾国藩", "zengguofan"),
+            ("解缙", "xiejin"),
+            ("", ""),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(name_pinyin(raw), expected, "input {raw:?}");
+        }
+        // A surname reading applies to the first character only.
+        assert_eq!(name_pinyin("王单"), "wangdan");
+        // Reforms that change the sound still score high.
+        for (old, new) in [
+            ("肉孜·买买提", "若孜·麦麦提"),
+            ("吐尔逊·阿不都", "图尔荪·阿卜都"),
+        ] {
+            let (a, b) = (name_pinyin(old), name_pinyin(new));
+            assert_ne!(a, b);
+            assert!(strsim::jaro_winkler(&a, &b) > 0.9, "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn id_digit_forms() {
+        assert_eq!(
+            id_digits(" 650102 19850615001x ").as_deref(),
+            Some("65010219850615001X")
+        );
+        assert_eq!(
+            id_digits("６５０１０２１９８５０６１５００１０").as_deref(),
+            Some("650102198506150010")
+        );
+        assert_eq!(
+            id_digits("65010219850615001").as_deref(),
+            Some("65010219850615001")
+        );
+        assert_eq!(
+            id_digits("6501021985061500101").as_deref(),
+            Some("6501021985061500101")
+        );
+        assert_eq!(id_digits("650102-198506150010"), None);
+        assert_eq!(id_digits("6501021985"), None);
+        assert_eq!(id_digits(""), None);
     }
 
     #[test]

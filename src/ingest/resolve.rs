@@ -11,20 +11,15 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field as ArrowField, Schema, SchemaRef};
 
-use super::{COL_KEY, COL_SUBJECT_ID, SUFFIX_AS_OF, SUFFIX_RAW, SUFFIX_RECORD, SUFFIX_SOURCE};
-use crate::catalog::{Catalog, Field, SubjectKind};
+use super::link::{self, Band, LEVELS, Model, NameForms, NameLevel};
+use super::{
+    COL_KEY, COL_SUBJECT_ID, QuarantineEntry, SUFFIX_AS_OF, SUFFIX_RAW, SUFFIX_RECORD,
+    SUFFIX_SOURCE, normalise,
+};
+use crate::catalog::{Catalog, Field, FieldKind, SubjectKind};
 
 /// Rows per golden batch.
 const GOLDEN_BATCH_ROWS: usize = 65_536;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Candidate {
-    value: String,
-    raw: String,
-    agency: u16,
-    record: String,
-    as_of: String,
-}
 
 /// A disagreement between agencies about one subject's field, for the
 /// field's owning agency to check (校核纠错).
@@ -42,13 +37,65 @@ pub struct Finding {
     pub other_record: String,
 }
 
-struct PendingFinding {
-    key: String,
-    field: usize,
-    kept: Candidate,
-    other: Candidate,
+/// A record whose ID number failed validation and whose best candidate
+/// subject is neither certain nor unlikely: a steward decides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewItem {
+    pub source: String,
+    pub agency: String,
+    pub record_id: String,
+    /// The ID number as the record wrote it.
+    pub written_id: String,
+    pub name: String,
+    pub subject_id: String,
+    pub subject_name: String,
+    pub probability: f64,
+    pub evidence: String,
+    /// Candidates the record had in all.
+    pub candidates: usize,
 }
 
+/// A steward's decision about a record (`sharebroker review`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Link the record to this subject.
+    Link(String),
+    /// Never link the record automatically (a split, when it was linked).
+    Reject,
+}
+
+/// The standing decisions, by (source, record id).
+pub type Decisions = HashMap<(String, String), Decision>;
+
+/// Where a record went: its subject, and how it got there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    /// A valid identifier.
+    Exact,
+    /// Linked by the probabilistic model.
+    Probable,
+    /// Linked by a steward.
+    Steward,
+}
+
+impl LinkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkKind::Exact => "exact",
+            LinkKind::Probable => "probable",
+            LinkKind::Steward => "steward",
+        }
+    }
+}
+
+/// One record's outcome: (source, record id, subject id or none, how).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordLink {
+    pub source: String,
+    pub record_id: String,
+    pub subject_id: Option<String>,
+    pub kind: Option<LinkKind>,
+}
 /// Every subject id ever handed out, by (kind, key). It only grows: a
 /// subject keeps its id across pulls even when it is absent from one, and a
 /// number is never given to anyone else.
@@ -82,6 +129,18 @@ impl SubjectRegistry {
 
     pub fn len(&self) -> usize {
         self.ids.len()
+    }
+
+    /// Whether `id` was ever handed out.
+    pub fn has_id(&self, id: &str) -> bool {
+        self.ids.values().any(|v| v == id)
+    }
+
+    /// The id a subject id stands for now. Subjects are only ever merged by
+    /// a steward, and no merge is recorded yet, so every id stands for
+    /// itself; this is the one place a redirect would be followed.
+    pub fn resolve_id<'a>(&self, id: &'a str) -> &'a str {
+        id
     }
 
     pub fn is_empty(&self) -> bool {
@@ -140,13 +199,23 @@ pub fn subject_id(kind: SubjectKind, n: u64) -> String {
     format!("{prefix}-{n:08}")
 }
 
-/// The golden table of one subject kind.
+/// The golden table of one subject kind, and what resolving it found.
 pub struct Golden {
     pub kind: SubjectKind,
     pub batches: Vec<RecordBatch>,
     pub findings: Vec<Finding>,
+    pub review: Vec<ReviewItem>,
+    /// Records that could not be linked to any subject.
+    pub quarantine: Vec<QuarantineEntry>,
+    /// Every record's subject, in the order records were added.
+    pub links: Vec<RecordLink>,
     pub subjects: usize,
     pub new_subjects: usize,
+    /// Records linked by the probabilistic model / by a steward.
+    pub probable_links: usize,
+    pub steward_links: usize,
+    /// The fitted linking model, when there was anything to link.
+    pub model: Option<Model>,
 }
 
 impl Golden {
@@ -156,14 +225,74 @@ impl Golden {
     }
 }
 
+/// Where a record came from and when; shared by all its values.
+struct RecordMeta {
+    agency: u16,
+    source: u16,
+    record: Box<str>,
+    as_of: Box<str>,
+}
+
+/// One value a record gives for a field.
+struct Cand {
+    field: u16,
+    rec: u32,
+    value: Box<str>,
+    /// `None` when the raw value is the normalised one.
+    raw: Option<Box<str>>,
+}
+
+impl Cand {
+    fn raw(&self) -> &str {
+        self.raw.as_deref().unwrap_or(&self.value)
+    }
+}
+
+/// A record without a valid identifier, waiting to be linked.
+struct Unkeyed {
+    rec: u32,
+    position: u64,
+    written_id: String,
+    problem: String,
+    values: Vec<Cand>,
+}
+
+/// Linked-by-ID name pairs kept to learn `m` (enough for its four shares).
+const TRUE_PAIR_SAMPLE: u64 = 200_000;
+/// Subjects whose neighbourhood is searched to measure the density `E`.
+const DENSITY_SAMPLE: usize = 20_000;
+
 pub struct Resolver<'c> {
     kind: SubjectKind,
     fields: Vec<&'c Field>,
-    field_index: HashMap<&'c str, usize>,
+    field_index: HashMap<&'c str, u16>,
+    /// The field records are compared on when linking: the kind's first
+    /// person-name field in catalogue order (`population.name`).
+    name_field: Option<u16>,
     agencies: Vec<String>,
-    subjects: HashMap<String, Vec<Option<Candidate>>>,
-    pending: Vec<PendingFinding>,
+    sources: Vec<String>,
+    records: Vec<RecordMeta>,
+    index: HashMap<Box<str>, u32>,
+    keys: Vec<Box<str>>,
+    cands: Vec<Vec<Cand>>,
+    /// Each record's subject (index into `keys`), `u32::MAX` if none yet.
+    record_subject: Vec<u32>,
+    record_kind: Vec<Option<LinkKind>>,
+    unkeyed: Vec<Unkeyed>,
+    true_pairs: [u64; LEVELS],
 }
+
+fn intern(list: &mut Vec<String>, s: &str) -> u16 {
+    match list.iter().position(|a| a == s) {
+        Some(i) => i as u16,
+        None => {
+            list.push(s.to_string());
+            (list.len() - 1) as u16
+        }
+    }
+}
+
+const NONE: u32 = u32::MAX;
 
 impl<'c> Resolver<'c> {
     pub fn new(catalog: &'c Catalog, kind: SubjectKind) -> Self {
@@ -171,15 +300,27 @@ impl<'c> Resolver<'c> {
         let field_index = fields
             .iter()
             .enumerate()
-            .map(|(i, f)| (f.qualified.as_str(), i))
+            .map(|(i, f)| (f.qualified.as_str(), i as u16))
             .collect();
+        let name_field = (kind == SubjectKind::Person)
+            .then(|| fields.iter().position(|f| f.kind == FieldKind::PersonName))
+            .flatten()
+            .map(|i| i as u16);
         Resolver {
             kind,
             fields,
             field_index,
+            name_field,
             agencies: Vec::new(),
-            subjects: HashMap::new(),
-            pending: Vec::new(),
+            sources: Vec::new(),
+            records: Vec::new(),
+            index: HashMap::new(),
+            keys: Vec::new(),
+            cands: Vec::new(),
+            record_subject: Vec::new(),
+            record_kind: Vec::new(),
+            unkeyed: Vec::new(),
+            true_pairs: [0; LEVELS],
         }
     }
 
@@ -187,122 +328,380 @@ impl<'c> Resolver<'c> {
         self.kind
     }
 
-    fn intern(&mut self, agency: &str) -> u16 {
-        match self.agencies.iter().position(|a| a == agency) {
-            Some(i) => i as u16,
-            None => {
-                self.agencies.push(agency.to_string());
-                (self.agencies.len() - 1) as u16
-            }
-        }
+    /// Whether records without a valid identifier can be linked
+    /// probabilistically (persons, by ID number and name).
+    pub fn links_unkeyed(&self) -> bool {
+        self.name_field.is_some()
     }
 
-    /// Whether `a` outranks `b` for field `f`: authority first, then the
-    /// later as-of time, then the larger record id (numbers compare as
-    /// numbers: shorter is smaller), a stable tie-break.
-    fn outranks(&self, f: usize, a: &Candidate, b: &Candidate) -> bool {
-        let authority = &self.fields[f].authority;
-        fn rank<'a>(
-            agencies: &[String],
-            authority: &str,
-            c: &'a Candidate,
-        ) -> (bool, &'a str, usize, &'a str) {
-            (
-                agencies[c.agency as usize] == authority,
-                c.as_of.as_str(),
-                c.record.len(),
-                c.record.as_str(),
-            )
-        }
-        rank(&self.agencies, authority, a) > rank(&self.agencies, authority, b)
+    fn record(&mut self, source: &str, agency: &str, record: &str, as_of: &str) -> u32 {
+        let meta = RecordMeta {
+            agency: intern(&mut self.agencies, agency),
+            source: intern(&mut self.sources, source),
+            record: record.into(),
+            as_of: as_of.into(),
+        };
+        self.records.push(meta);
+        self.record_subject.push(NONE);
+        self.record_kind.push(None);
+        (self.records.len() - 1) as u32
     }
 
-    /// Add one normalised record: (field, normalised value, raw value).
+    fn cands_of(&self, rec: u32, values: &[(&Field, String, &str)]) -> Vec<Cand> {
+        values
+            .iter()
+            .filter_map(|(field, value, raw)| {
+                let &f = self.field_index.get(field.qualified.as_str())?;
+                Some(Cand {
+                    field: f,
+                    rec,
+                    raw: (*raw != value.as_str()).then(|| (*raw).into()),
+                    value: value.as_str().into(),
+                })
+            })
+            .collect()
+    }
+
+    /// Add one normalised record with a valid identifier `key`:
+    /// (field, normalised value, raw value).
     pub fn add(
         &mut self,
         key: &str,
+        source: &str,
         agency: &str,
         record: &str,
         as_of: &str,
         values: &[(&Field, String, &str)],
     ) {
-        let agency = self.intern(agency);
-        let n = self.fields.len();
-        let mut slots = self.subjects.remove(key).unwrap_or_else(|| vec![None; n]);
-        for (field, value, raw) in values {
-            let Some(&f) = self.field_index.get(field.qualified.as_str()) else {
-                continue;
-            };
-            let new = Candidate {
-                value: value.clone(),
-                raw: raw.to_string(),
-                agency,
-                record: record.to_string(),
-                as_of: as_of.to_string(),
-            };
-            match &slots[f] {
-                None => slots[f] = Some(new),
-                Some(old) => {
-                    let replace = self.outranks(f, &new, old);
-                    let (kept, other) = if replace { (&new, old) } else { (old, &new) };
-                    if kept.value != other.value && kept.agency != other.agency {
-                        self.pending.push(PendingFinding {
-                            key: key.to_string(),
-                            field: f,
-                            kept: kept.clone(),
-                            other: other.clone(),
-                        });
-                    }
-                    if replace {
-                        slots[f] = Some(new);
-                    }
-                }
+        let rec = self.record(source, agency, record, as_of);
+        let cands = self.cands_of(rec, values);
+        let subject = match self.index.get(key) {
+            Some(&s) => s,
+            None => {
+                let s = self.keys.len() as u32;
+                self.keys.push(key.into());
+                self.index.insert(key.into(), s);
+                self.cands.push(Vec::new());
+                s
             }
-        }
-        self.subjects.insert(key.to_string(), slots);
+        };
+        self.link(rec, subject, LinkKind::Exact, cands);
     }
 
-    /// Assign subject ids from `registry` (adding the new ones to it) and
-    /// build the golden table.
-    pub fn finish(self, registry: &mut SubjectRegistry) -> Golden {
-        let mut keys: Vec<&String> = self.subjects.keys().collect();
-        keys.sort_unstable();
-        let mut new_subjects = 0;
-        let mut ids: HashMap<&str, String> = HashMap::with_capacity(keys.len());
-        for k in &keys {
-            let (id, new) = registry.id_for(self.kind, k);
-            new_subjects += usize::from(new);
-            ids.insert(k.as_str(), id);
+    /// Add a record whose identifier failed validation (`problem` says
+    /// why); it is linked, sent to review or quarantined in `finish`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_unkeyed(
+        &mut self,
+        source: &str,
+        agency: &str,
+        record: &str,
+        as_of: &str,
+        position: u64,
+        written_id: &str,
+        problem: &str,
+        values: &[(&Field, String, &str)],
+    ) {
+        let rec = self.record(source, agency, record, as_of);
+        let values = self.cands_of(rec, values);
+        self.unkeyed.push(Unkeyed {
+            rec,
+            position,
+            written_id: written_id.to_string(),
+            problem: problem.to_string(),
+            values,
+        });
+    }
+
+    fn link(&mut self, rec: u32, subject: u32, kind: LinkKind, cands: Vec<Cand>) {
+        self.record_subject[rec as usize] = subject;
+        self.record_kind[rec as usize] = Some(kind);
+        let slot = &mut self.cands[subject as usize];
+        // Names that a valid ID number links teach the model what a true
+        // match's names look like.
+        if kind == LinkKind::Exact
+            && let Some(nf) = self.name_field
+            && self.true_pairs.iter().sum::<u64>() < TRUE_PAIR_SAMPLE
+            && let Some(new) = cands.iter().find(|c| c.field == nf)
+            && let Some(old) = slot.iter().find(|c| c.field == nf)
+            && self.records[old.rec as usize].agency != self.records[rec as usize].agency
+        {
+            let level = link::compare(&NameForms::of(&old.value), &NameForms::of(&new.value));
+            self.true_pairs[level as usize] += 1;
         }
+        slot.extend(cands);
+    }
+
+    /// Whether `a` outranks `b` for field `f`: authority first, then the
+    /// later as-of time, then the larger record id (numbers compare as
+    /// numbers: shorter is smaller), a stable tie-break.
+    fn outranks(&self, f: u16, a: &Cand, b: &Cand) -> bool {
+        let authority = &self.fields[f as usize].authority;
+        let rank = |c: &Cand| {
+            let r = &self.records[c.rec as usize];
+            (
+                self.agencies[r.agency as usize] == *authority,
+                &*r.as_of,
+                r.record.len(),
+                &*r.record,
+            )
+        };
+        rank(a) > rank(b)
+    }
+
+    fn winner<'a>(&self, cands: &'a [Cand], f: u16) -> Option<&'a Cand> {
+        cands
+            .iter()
+            .filter(|c| c.field == f)
+            .reduce(|best, c| if self.outranks(f, c, best) { c } else { best })
+    }
+
+    /// Link the records without a valid identifier: steward decisions
+    /// first, then the model.
+    fn link_unkeyed(
+        &mut self,
+        ids: &[String],
+        decisions: &Decisions,
+        registry: &SubjectRegistry,
+    ) -> (Vec<ReviewItem>, Vec<QuarantineEntry>, Option<Model>) {
+        let mut review = Vec::new();
+        let mut quarantine = Vec::new();
+        let unkeyed = std::mem::take(&mut self.unkeyed);
+        if unkeyed.is_empty() {
+            return (review, quarantine, None);
+        }
+        let model = self.name_field.map(|nf| self.fit(nf));
+        let by_id: HashMap<&str, u32> = if decisions.is_empty() {
+            HashMap::new()
+        } else {
+            let wanted: std::collections::HashSet<&str> = decisions
+                .values()
+                .filter_map(|d| match d {
+                    Decision::Link(id) => Some(registry.resolve_id(id)),
+                    Decision::Reject => None,
+                })
+                .collect();
+            ids.iter()
+                .enumerate()
+                .filter(|(_, id)| wanted.contains(id.as_str()))
+                .map(|(i, id)| (id.as_str(), i as u32))
+                .collect()
+        };
+        for u in unkeyed {
+            let meta = &self.records[u.rec as usize];
+            let source = self.sources[meta.source as usize].clone();
+            let agency = self.agencies[meta.agency as usize].clone();
+            let record_id = meta.record.to_string();
+            let quarantined = |reason: String| QuarantineEntry {
+                source: source.clone(),
+                agency: agency.clone(),
+                position: u.position,
+                record_id: record_id.clone(),
+                field: String::new(),
+                reason,
+                raw: u.written_id.clone(),
+            };
+            match decisions.get(&(source.clone(), record_id.clone())) {
+                Some(Decision::Link(id)) => {
+                    let id = registry.resolve_id(id);
+                    if let Some(&s) = by_id.get(id) {
+                        self.link(u.rec, s, LinkKind::Steward, u.values);
+                    } else {
+                        quarantine.push(quarantined(format!(
+                            "{}; a steward linked it to {id}, which has no records now",
+                            u.problem
+                        )));
+                    }
+                    continue;
+                }
+                Some(Decision::Reject) => {
+                    quarantine.push(quarantined(format!(
+                        "{}; a steward decided it matches no subject",
+                        u.problem
+                    )));
+                    continue;
+                }
+                None => {}
+            }
+            let (Some(model), Some(nf)) = (&model, self.name_field) else {
+                quarantine.push(quarantined(format!(
+                    "{}; records of this kind without a valid identifier are not linked",
+                    u.problem
+                )));
+                continue;
+            };
+            let candidates: Vec<u32> = normalise::id_digits(&u.written_id)
+                .map(|d| link::id_neighbours(&d))
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|k| self.index.get(k.as_str()).copied())
+                .collect();
+            if candidates.is_empty() {
+                quarantine.push(quarantined(format!(
+                    "{}; no subject's ID number is one edit away",
+                    u.problem
+                )));
+                continue;
+            }
+            let record_name = u
+                .values
+                .iter()
+                .find(|c| c.field == nf)
+                .map(|c| NameForms::of(&c.value));
+            let cand_names: Vec<Option<(&Cand, NameForms)>> = candidates
+                .iter()
+                .map(|&s| {
+                    self.winner(&self.cands[s as usize], nf)
+                        .map(|c| (c, NameForms::of(&c.value)))
+                })
+                .collect();
+            let forms: Vec<Option<&NameForms>> = cand_names
+                .iter()
+                .map(|c| c.as_ref().map(|(_, f)| f))
+                .collect();
+            let scored = link::score(model, record_name.as_ref(), &forms);
+            let best = &scored[0];
+            let subject = candidates[best.candidate];
+            let evidence = format!(
+                "ID number one edit away, {}",
+                best.level.map_or("no name to compare", NameLevel::as_str)
+            );
+            match link::band(best.probability) {
+                Band::Link => self.link(u.rec, subject, LinkKind::Probable, u.values),
+                Band::Review => review.push(ReviewItem {
+                    source,
+                    agency,
+                    record_id,
+                    written_id: u.written_id,
+                    name: u
+                        .values
+                        .iter()
+                        .find(|c| c.field == nf)
+                        .map(|c| c.value.to_string())
+                        .unwrap_or_default(),
+                    subject_id: ids[subject as usize].clone(),
+                    subject_name: cand_names[best.candidate]
+                        .as_ref()
+                        .map(|(c, _)| c.value.to_string())
+                        .unwrap_or_default(),
+                    probability: best.probability,
+                    evidence,
+                    candidates: candidates.len(),
+                }),
+                Band::NoLink => quarantine.push(quarantined(format!(
+                    "{}; no confident match (best candidate {} at p={:.3}: {evidence})",
+                    u.problem, ids[subject as usize], best.probability
+                ))),
+            }
+        }
+        (review, quarantine, model)
+    }
+
+    /// Fit the linking model on the subjects added so far.
+    fn fit(&self, nf: u16) -> Model {
+        let names: Vec<NameForms> = self
+            .cands
+            .iter()
+            .filter_map(|c| self.winner(c, nf))
+            .map(|c| NameForms::of(&c.value))
+            .collect();
+        let step = (self.keys.len() / DENSITY_SAMPLE).max(1);
+        let (mut sampled, mut neighbours) = (0usize, 0usize);
+        for key in self.keys.iter().step_by(step) {
+            sampled += 1;
+            neighbours += link::id_neighbours(key)
+                .iter()
+                .filter(|k| self.index.contains_key(k.as_str()))
+                .count();
+        }
+        let density = if sampled == 0 {
+            0.0
+        } else {
+            neighbours as f64 / sampled as f64
+        };
+        Model::fit(&names, self.true_pairs, density)
+    }
+
+    /// Link what can be linked, assign subject ids from `registry` (adding
+    /// the new ones to it) and build the golden table.
+    pub fn finish(mut self, registry: &mut SubjectRegistry, decisions: &Decisions) -> Golden {
+        // Subject ids in key order.
+        let mut order: Vec<u32> = (0..self.keys.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.keys[a as usize].cmp(&self.keys[b as usize]));
+        let mut new_subjects = 0;
+        let mut ids = vec![String::new(); self.keys.len()];
+        for &s in &order {
+            let (id, new) = registry.id_for(self.kind, &self.keys[s as usize]);
+            new_subjects += usize::from(new);
+            ids[s as usize] = id;
+        }
+        let (review, quarantine, model) = self.link_unkeyed(&ids, decisions, registry);
+
         let schema = golden_schema(&self.fields);
         let mut batches = Vec::new();
-        // Rows in key order, looked up once.
-        let rows: Vec<Row> = keys
-            .iter()
-            .map(|k| (k.as_str(), self.subjects[k.as_str()].as_slice()))
-            .collect();
-        for chunk in rows.chunks(GOLDEN_BATCH_ROWS) {
+        let mut findings = Vec::new();
+        let nfields = self.fields.len();
+        for chunk in order.chunks(GOLDEN_BATCH_ROWS) {
+            // Per subject of the chunk, each field's winner.
+            let winners: Vec<Vec<Option<&Cand>>> = chunk
+                .iter()
+                .map(|&s| {
+                    let cands = &self.cands[s as usize];
+                    let mut w: Vec<Option<&Cand>> = vec![None; nfields];
+                    for c in cands {
+                        let slot = &mut w[c.field as usize];
+                        if slot.is_none_or(|best| self.outranks(c.field, c, best)) {
+                            *slot = Some(c);
+                        }
+                    }
+                    // A value from another agency that disagrees with the
+                    // final winner is a finding for the field's owner.
+                    for c in cands {
+                        let Some(kept) = w[c.field as usize] else {
+                            continue;
+                        };
+                        let (kr, cr) = (
+                            &self.records[kept.rec as usize],
+                            &self.records[c.rec as usize],
+                        );
+                        if kr.agency != cr.agency && kept.value != c.value {
+                            let field = self.fields[c.field as usize];
+                            findings.push(Finding {
+                                subject_id: ids[s as usize].clone(),
+                                field: field.qualified.clone(),
+                                owner: field.authority.clone(),
+                                kept_value: kept.value.to_string(),
+                                kept_agency: self.agencies[kr.agency as usize].clone(),
+                                kept_record: kr.record.to_string(),
+                                other_value: c.value.to_string(),
+                                other_agency: self.agencies[cr.agency as usize].clone(),
+                                other_record: cr.record.to_string(),
+                            });
+                        }
+                    }
+                    w
+                })
+                .collect();
             let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-            columns.push(text_column(chunk, |(k, _)| Some(ids[*k].as_str())));
-            columns.push(text_column(chunk, |(k, _)| Some(*k)));
-            for f in 0..self.fields.len() {
-                columns.push(text_column(chunk, |(_, slots)| {
-                    slots[f].as_ref().map(|c| c.value.as_str())
-                }));
-                columns.push(text_column(chunk, |(_, slots)| {
-                    slots[f].as_ref().map(|c| c.raw.as_str())
-                }));
-                columns.push(text_column(chunk, |(_, slots)| {
-                    slots[f]
-                        .as_ref()
-                        .map(|c| self.agencies[c.agency as usize].as_str())
-                }));
-                columns.push(text_column(chunk, |(_, slots)| {
-                    slots[f].as_ref().map(|c| c.record.as_str())
-                }));
-                columns.push(text_column(chunk, |(_, slots)| {
-                    slots[f].as_ref().map(|c| c.as_of.as_str())
-                }));
+            columns.push(text_column(
+                chunk.iter().map(|&s| Some(ids[s as usize].as_str())),
+            ));
+            columns.push(text_column(
+                chunk.iter().map(|&s| Some(&*self.keys[s as usize])),
+            ));
+            for f in 0..nfields {
+                let meta = |c: &Cand| &self.records[c.rec as usize];
+                columns.push(text_column(winners.iter().map(|w| w[f].map(|c| &*c.value))));
+                columns.push(text_column(winners.iter().map(|w| w[f].map(Cand::raw))));
+                columns.push(text_column(winners.iter().map(|w| {
+                    w[f].map(|c| self.agencies[meta(c).agency as usize].as_str())
+                })));
+                columns.push(text_column(
+                    winners.iter().map(|w| w[f].map(|c| &*meta(c).record)),
+                ));
+                columns.push(text_column(
+                    winners.iter().map(|w| w[f].map(|c| &*meta(c).as_of)),
+                ));
             }
             batches.push(
                 RecordBatch::try_new(schema.clone(), columns)
@@ -312,37 +711,37 @@ impl<'c> Resolver<'c> {
         if batches.is_empty() {
             batches.push(RecordBatch::new_empty(schema.clone()));
         }
-        let findings = self
-            .pending
+        let links = self
+            .records
             .iter()
-            .map(|p| Finding {
-                subject_id: ids[p.key.as_str()].clone(),
-                field: self.fields[p.field].qualified.clone(),
-                owner: self.fields[p.field].authority.clone(),
-                kept_value: p.kept.value.clone(),
-                kept_agency: self.agencies[p.kept.agency as usize].clone(),
-                kept_record: p.kept.record.clone(),
-                other_value: p.other.value.clone(),
-                other_agency: self.agencies[p.other.agency as usize].clone(),
-                other_record: p.other.record.clone(),
+            .zip(self.record_subject.iter().zip(&self.record_kind))
+            .map(|(m, (&s, &kind))| RecordLink {
+                source: self.sources[m.source as usize].clone(),
+                record_id: m.record.to_string(),
+                subject_id: (s != NONE).then(|| ids[s as usize].clone()),
+                kind,
             })
             .collect();
+        let count = |k: LinkKind| self.record_kind.iter().filter(|&&x| x == Some(k)).count();
         Golden {
             kind: self.kind,
             batches,
             findings,
-            subjects: keys.len(),
+            review,
+            quarantine,
+            links,
+            subjects: self.keys.len(),
             new_subjects,
+            probable_links: count(LinkKind::Probable),
+            steward_links: count(LinkKind::Steward),
+            model,
         }
     }
 }
 
-/// A golden row being built: key and per-field winning candidates.
-type Row<'a> = (&'a str, &'a [Option<Candidate>]);
-
-/// One text column over `rows`.
-fn text_column<'a>(rows: &[Row<'a>], get: impl Fn(&Row<'a>) -> Option<&'a str>) -> ArrayRef {
-    Arc::new(rows.iter().map(get).collect::<StringArray>())
+/// One text column from optional values.
+fn text_column<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(values.collect::<StringArray>())
 }
 
 /// Schema of a golden table: subject id, key, then per field its value,
@@ -426,6 +825,7 @@ mod tests {
         // A newer civil-affairs spelling does not overwrite the registry's.
         r.add(
             "650102198506150010",
+            "src",
             "xj-gat",
             "GA1",
             "2020-01-01 00:00:00",
@@ -433,6 +833,7 @@ mod tests {
         );
         r.add(
             "650102198506150010",
+            "src",
             "xj-mzt",
             "MZ1",
             "2024-01-01 00:00:00",
@@ -440,12 +841,13 @@ mod tests {
         );
         r.add(
             "11010519491231002X",
+            "src",
             "xj-mzt",
             "MZ2",
             "2024-01-01 00:00:00",
             &[(name, "张三".into(), "张三")],
         );
-        let g = r.finish(&mut SubjectRegistry::default());
+        let g = r.finish(&mut SubjectRegistry::default(), &Decisions::new());
         assert_eq!(g.subjects, 2);
         assert_eq!(value(&g, 1, "key").as_deref(), Some("650102198506150010"));
         assert_eq!(
@@ -473,9 +875,16 @@ mod tests {
         let run = |keys: &[&str], registry: &mut SubjectRegistry| {
             let mut r = Resolver::new(&cat, SubjectKind::Person);
             for k in keys {
-                r.add(k, "xj-gat", "1", "", &[(name, "张三".into(), "张三")]);
+                r.add(
+                    k,
+                    "src",
+                    "xj-gat",
+                    "1",
+                    "",
+                    &[(name, "张三".into(), "张三")],
+                );
             }
-            let g = r.finish(registry);
+            let g = r.finish(registry, &Decisions::new());
             let ids: Vec<String> = (0..keys.len())
                 .map(|i| value(&g, i, "subject_id").expect("id"))
                 .collect();
@@ -509,5 +918,181 @@ mod tests {
                 0
             )
         );
+    }
+
+    /// A valid ID number with one digit changed (the check no longer fits).
+    fn typo(id: &str) -> String {
+        let mut b = id.as_bytes().to_vec();
+        b[10] = if b[10] == b'9' { b'1' } else { b[10] + 1 };
+        let t = String::from_utf8(b).expect("ascii");
+        assert!(crate::ingest::normalise::id_number(&t).is_err());
+        t
+    }
+
+    #[test]
+    fn records_with_a_mistyped_id_are_linked_reviewed_or_quarantined() {
+        let cat = catalog();
+        let name = cat.field("population.name").expect("field").1;
+        let status = cat.field("marriage.marital_status").expect("field").1;
+        let mut r = Resolver::new(&cat, SubjectKind::Person);
+        let ids = [
+            "650102198506150010",
+            "11010519491231002X",
+            "650102199001010011",
+        ];
+        let names = ["买买提·艾力", "张三", "阿依古丽·吐尔逊"];
+        for (i, (id, n)) in ids.iter().zip(names).enumerate() {
+            r.add(
+                id,
+                "gat",
+                "xj-gat",
+                &format!("GA{i}"),
+                "2020-01-01 00:00:00",
+                &[(name, n.into(), n)],
+            );
+        }
+        let unkeyed = |r: &mut Resolver, rec: &str, written: &str, n: &str| {
+            r.add_unkeyed(
+                "mzt",
+                "xj-mzt",
+                rec,
+                "2024-01-01 00:00:00",
+                7,
+                written,
+                "checksum",
+                &[
+                    (name, crate::ingest::normalise::person_name(n), n),
+                    (status, "已婚".into(), "结婚"),
+                ],
+            )
+        };
+        // Same person, dot variant: linked.
+        unkeyed(&mut r, "MZ1", &typo(ids[0]), "买买提.艾力");
+        // Another name entirely: a steward decides.
+        unkeyed(&mut r, "MZ2", &typo(ids[1]), "李四");
+        // Nobody one edit away: quarantined.
+        unkeyed(&mut r, "MZ3", "650102200001019999", "王五");
+        let g = r.finish(&mut SubjectRegistry::default(), &Decisions::new());
+        assert_eq!(g.subjects, 3);
+        assert_eq!(g.probable_links, 1);
+        let link = |rec: &str| {
+            g.links
+                .iter()
+                .find(|l| l.record_id == rec)
+                .expect("link")
+                .clone()
+        };
+        assert_eq!(link("MZ1").kind, Some(LinkKind::Probable));
+        assert_eq!(link("MZ1").subject_id, link("GA0").subject_id);
+        // Its marriage status is in the subject's golden record.
+        let row = (0..3)
+            .find(|&i| value(&g, i, "key").as_deref() == Some(ids[0]))
+            .expect("row");
+        assert_eq!(
+            value(&g, row, "marriage.marital_status").as_deref(),
+            Some("已婚")
+        );
+        assert_eq!(
+            value(&g, row, "marriage.marital_status#rec").as_deref(),
+            Some("MZ1")
+        );
+        assert_eq!(g.review.len(), 1);
+        assert_eq!(g.review[0].record_id, "MZ2");
+        assert_eq!(Some(g.review[0].subject_id.clone()), link("GA1").subject_id);
+        assert!(g.review[0].probability < link::AUTO_LINK);
+        assert_eq!(link("MZ2").subject_id, None);
+        assert_eq!(g.quarantine.len(), 1);
+        assert_eq!(g.quarantine[0].record_id, "MZ3");
+        assert!(
+            g.quarantine[0]
+                .reason
+                .contains("no subject's ID number is one edit away")
+        );
+
+        // The steward links MZ2 and rejects MZ1: a split.
+        let mut r = Resolver::new(&cat, SubjectKind::Person);
+        for (i, (id, n)) in ids.iter().zip(names).enumerate() {
+            r.add(
+                id,
+                "gat",
+                "xj-gat",
+                &format!("GA{i}"),
+                "2020-01-01 00:00:00",
+                &[(name, n.into(), n)],
+            );
+        }
+        unkeyed(&mut r, "MZ1", &typo(ids[0]), "买买提.艾力");
+        unkeyed(&mut r, "MZ2", &typo(ids[1]), "李四");
+        let mut registry = SubjectRegistry::default();
+        let p2 = registry.id_for(SubjectKind::Person, ids[1]).0;
+        let mut decisions = Decisions::new();
+        decisions.insert(("mzt".into(), "MZ2".into()), Decision::Link(p2.clone()));
+        decisions.insert(("mzt".into(), "MZ1".into()), Decision::Reject);
+        let g = r.finish(&mut registry, &decisions);
+        let link = |rec: &str| {
+            g.links
+                .iter()
+                .find(|l| l.record_id == rec)
+                .expect("link")
+                .clone()
+        };
+        assert_eq!(link("MZ2").subject_id, Some(p2));
+        assert_eq!(link("MZ2").kind, Some(LinkKind::Steward));
+        assert_eq!(link("MZ1").subject_id, None);
+        assert!(
+            g.quarantine
+                .iter()
+                .any(|q| q.record_id == "MZ1" && q.reason.contains("steward"))
+        );
+        assert!(g.review.is_empty());
+        // The steward-linked name disagrees with the registry's: a finding.
+        assert!(
+            g.findings
+                .iter()
+                .any(|f| f.other_record == "MZ2" && f.kept_value == "张三")
+        );
+    }
+
+    #[test]
+    fn findings_compare_with_the_final_winner() {
+        let cat = catalog();
+        let name = cat.field("population.name").expect("field").1;
+        let mut r = Resolver::new(&cat, SubjectKind::Person);
+        let key = "650102198506150010";
+        // Two lower-ranked agencies agree with each other first; the
+        // registry then says otherwise. Both must be findings against it.
+        r.add(
+            key,
+            "mzt",
+            "xj-mzt",
+            "MZ1",
+            "2024-01-01 00:00:00",
+            &[(name, "买买提·艾力".into(), "买买提·艾力")],
+        );
+        r.add(
+            key,
+            "rst",
+            "xj-rst",
+            "RS1",
+            "2024-02-01 00:00:00",
+            &[(name, "买买提·艾力".into(), "买买提·艾力")],
+        );
+        r.add(
+            key,
+            "gat",
+            "xj-gat",
+            "GA1",
+            "2020-01-01 00:00:00",
+            &[(name, "麦麦提·艾力".into(), "麦麦提·艾力")],
+        );
+        let g = r.finish(&mut SubjectRegistry::default(), &Decisions::new());
+        assert_eq!(
+            value(&g, 0, "population.name").as_deref(),
+            Some("麦麦提·艾力")
+        );
+        let mut others: Vec<&str> = g.findings.iter().map(|f| f.other_record.as_str()).collect();
+        others.sort_unstable();
+        assert_eq!(others, ["MZ1", "RS1"]);
+        assert!(g.findings.iter().all(|f| f.kept_record == "GA1"));
     }
 }

@@ -1,0 +1,401 @@
+//! Steward review: the queue of records the resolver could neither link
+//! nor rule out, the quarantine, and the stewards' decisions. Glue between
+//! `ingest` (pure) and the store, used by `sharebroker review` and `pull`.
+//!
+//! Decisions are kept in the store table `review.decisions`, one row per
+//! decision and never rewritten: each version holds every decision ever
+//! made, so retention of old versions loses nothing. The latest decision
+//! about a record stands; it takes effect at the next resolve (`sharebroker
+//! pull`, or `sharebroker review apply` to resolve without pulling).
+
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow_schema::{DataType, Field as ArrowField, Schema};
+
+use crate::ingest::{Decision, Decisions, QuarantineEntry, ReviewItem};
+use crate::store::{StoreError, TableStore};
+
+/// The current review queue, replaced at every resolve.
+pub const REVIEW_TABLE: &str = "review";
+/// Every steward decision, in the order made.
+pub const DECISIONS_TABLE: &str = "review.decisions";
+
+const REVIEW_TEXT: [&str; 9] = [
+    "source",
+    "agency",
+    "record_id",
+    "written_id",
+    "name",
+    "subject_id",
+    "subject_name",
+    "evidence",
+    "candidates",
+];
+
+/// The review queue as one Arrow batch, for the store.
+pub fn review_batch(items: &[ReviewItem]) -> RecordBatch {
+    let getters: [fn(&ReviewItem) -> String; 9] = [
+        |r| r.source.clone(),
+        |r| r.agency.clone(),
+        |r| r.record_id.clone(),
+        |r| r.written_id.clone(),
+        |r| r.name.clone(),
+        |r| r.subject_id.clone(),
+        |r| r.subject_name.clone(),
+        |r| r.evidence.clone(),
+        |r| r.candidates.to_string(),
+    ];
+    let mut fields: Vec<ArrowField> = REVIEW_TEXT
+        .iter()
+        .map(|n| ArrowField::new(*n, DataType::Utf8, false))
+        .collect();
+    fields.push(ArrowField::new("probability", DataType::Float64, false));
+    let mut columns: Vec<ArrayRef> = getters
+        .iter()
+        .map(|g| Arc::new(items.iter().map(|r| Some(g(r))).collect::<StringArray>()) as ArrayRef)
+        .collect();
+    columns.push(Arc::new(
+        items
+            .iter()
+            .map(|r| r.probability)
+            .collect::<Float64Array>(),
+    ));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .expect("columns match the review schema")
+}
+
+/// One steward decision as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRow {
+    pub source: String,
+    pub record_id: String,
+    /// `link` or `reject`.
+    pub decision: String,
+    /// The subject linked to; empty for `reject`.
+    pub subject_id: String,
+    pub steward: String,
+    pub note: String,
+    /// RFC 3339, UTC.
+    pub decided_at: String,
+}
+
+const DECISION_COLUMNS: [&str; 7] = [
+    "source",
+    "record_id",
+    "decision",
+    "subject_id",
+    "steward",
+    "note",
+    "decided_at",
+];
+
+fn decisions_batch(rows: &[DecisionRow]) -> RecordBatch {
+    let getters: [fn(&DecisionRow) -> &str; 7] = [
+        |r| &r.source,
+        |r| &r.record_id,
+        |r| &r.decision,
+        |r| &r.subject_id,
+        |r| &r.steward,
+        |r| &r.note,
+        |r| &r.decided_at,
+    ];
+    let schema = Arc::new(Schema::new(
+        DECISION_COLUMNS
+            .iter()
+            .map(|n| ArrowField::new(*n, DataType::Utf8, false))
+            .collect::<Vec<_>>(),
+    ));
+    let columns = getters
+        .iter()
+        .map(|g| Arc::new(rows.iter().map(|r| Some(g(r))).collect::<StringArray>()) as ArrayRef)
+        .collect();
+    RecordBatch::try_new(schema, columns).expect("columns match the decisions schema")
+}
+
+fn text_col<'a>(
+    b: &'a RecordBatch,
+    table: &str,
+    name: &str,
+) -> Result<&'a StringArray, StoreError> {
+    b.column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| StoreError::Corrupt {
+            path: table.to_string(),
+            reason: format!("no text column `{name}`"),
+        })
+}
+
+/// Every decision, oldest first.
+pub fn load_decision_rows(store: &TableStore) -> Result<Vec<DecisionRow>, StoreError> {
+    let Some(m) = store.current(DECISIONS_TABLE)? else {
+        return Ok(Vec::new());
+    };
+    let mut rows = Vec::new();
+    for b in store.read(&m)? {
+        let cols = DECISION_COLUMNS
+            .iter()
+            .map(|n| text_col(&b, DECISIONS_TABLE, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        for i in 0..b.num_rows() {
+            let v = |c: usize| cols[c].value(i).to_string();
+            rows.push(DecisionRow {
+                source: v(0),
+                record_id: v(1),
+                decision: v(2),
+                subject_id: v(3),
+                steward: v(4),
+                note: v(5),
+                decided_at: v(6),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The decisions that stand: the latest per record.
+pub fn load_decisions(store: &TableStore) -> Result<Decisions, StoreError> {
+    let mut out = Decisions::new();
+    for r in load_decision_rows(store)? {
+        let d = match r.decision.as_str() {
+            "link" => Decision::Link(r.subject_id),
+            "reject" => Decision::Reject,
+            other => {
+                return Err(StoreError::Corrupt {
+                    path: DECISIONS_TABLE.to_string(),
+                    reason: format!("unknown decision `{other}`"),
+                });
+            }
+        };
+        out.insert((r.source, r.record_id), d);
+    }
+    Ok(out)
+}
+
+/// Why a decision was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error(
+        "record `{record_id}` of source `{source_name}` is neither in the review queue nor quarantined for its identifier; `sharebroker review list` shows what can be decided"
+    )]
+    UnknownRecord {
+        source_name: String,
+        record_id: String,
+    },
+    #[error("subject `{0}` does not exist (subject ids look like P-00000001)")]
+    UnknownSubject(String),
+    #[error("a decision needs the steward's name (--steward)")]
+    NoSteward,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The current review queue.
+pub fn load_review(store: &TableStore) -> Result<Vec<ReviewItem>, StoreError> {
+    let Some(m) = store.current(REVIEW_TABLE)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for b in store.read(&m)? {
+        let cols = REVIEW_TEXT
+            .iter()
+            .map(|n| text_col(&b, REVIEW_TABLE, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let p = b
+            .column_by_name("probability")
+            .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+            .ok_or_else(|| StoreError::Corrupt {
+                path: REVIEW_TABLE.to_string(),
+                reason: "no float column `probability`".into(),
+            })?;
+        for i in 0..b.num_rows() {
+            let v = |c: usize| cols[c].value(i).to_string();
+            out.push(ReviewItem {
+                source: v(0),
+                agency: v(1),
+                record_id: v(2),
+                written_id: v(3),
+                name: v(4),
+                subject_id: v(5),
+                subject_name: v(6),
+                evidence: v(7),
+                candidates: cols[8].value(i).parse().unwrap_or(0),
+                probability: p.value(i),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The current quarantine.
+pub fn load_quarantine(store: &TableStore) -> Result<Vec<QuarantineEntry>, StoreError> {
+    let Some(m) = store.current(crate::pull::QUARANTINE_TABLE)? else {
+        return Ok(Vec::new());
+    };
+    let table = crate::pull::QUARANTINE_TABLE;
+    let mut out = Vec::new();
+    for b in store.read(&m)? {
+        let names = ["source", "agency", "record_id", "field", "reason", "raw"];
+        let cols = names
+            .iter()
+            .map(|n| text_col(&b, table, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pos = b
+            .column_by_name("position")
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+            .ok_or_else(|| StoreError::Corrupt {
+                path: table.to_string(),
+                reason: "no column `position`".into(),
+            })?;
+        for i in 0..b.num_rows() {
+            let v = |c: usize| cols[c].value(i).to_string();
+            out.push(QuarantineEntry {
+                source: v(0),
+                agency: v(1),
+                position: pos.value(i),
+                record_id: v(2),
+                field: v(3),
+                reason: v(4),
+                raw: v(5),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Record a steward's decision about a record in the review queue or in
+/// quarantine for its identifier. `subject_id` `Some` links, `None` rejects.
+pub fn decide(
+    store: &TableStore,
+    source: &str,
+    record_id: &str,
+    subject_id: Option<&str>,
+    steward: &str,
+    note: &str,
+) -> Result<DecisionRow, DecideError> {
+    if steward.trim().is_empty() {
+        return Err(DecideError::NoSteward);
+    }
+    let known = load_review(store)?
+        .iter()
+        .any(|r| r.source == source && r.record_id == record_id)
+        || load_quarantine(store)?
+            .iter()
+            .any(|q| q.source == source && q.record_id == record_id && q.field.is_empty())
+        || load_decisions(store)?.contains_key(&(source.to_string(), record_id.to_string()));
+    if !known {
+        return Err(DecideError::UnknownRecord {
+            source_name: source.to_string(),
+            record_id: record_id.to_string(),
+        });
+    }
+    if let Some(id) = subject_id {
+        let registry = crate::pull::load_registry(store)?;
+        if !registry.has_id(id) {
+            return Err(DecideError::UnknownSubject(id.to_string()));
+        }
+    }
+    let row = DecisionRow {
+        source: source.to_string(),
+        record_id: record_id.to_string(),
+        decision: if subject_id.is_some() {
+            "link"
+        } else {
+            "reject"
+        }
+        .to_string(),
+        subject_id: subject_id.unwrap_or_default().to_string(),
+        steward: steward.trim().to_string(),
+        note: note.to_string(),
+        decided_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    let mut rows = load_decision_rows(store)?;
+    rows.push(row.clone());
+    store.commit(DECISIONS_TABLE, &[decisions_batch(&rows)])?;
+    Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(record: &str) -> ReviewItem {
+        ReviewItem {
+            source: "mzt-marriage".into(),
+            agency: "xj-mzt".into(),
+            record_id: record.into(),
+            written_id: "650102198506157010".into(),
+            name: "买买提·艾力".into(),
+            subject_id: "P-00000001".into(),
+            subject_name: "麦麦提·艾力".into(),
+            probability: 0.97,
+            evidence: "ID number one edit away, same pinyin".into(),
+            candidates: 1,
+        }
+    }
+
+    #[test]
+    fn decisions_need_a_known_record_and_subject_and_the_latest_stands() {
+        let store = TableStore::in_memory();
+        store
+            .commit(REVIEW_TABLE, &[review_batch(&[item("MZ1")])])
+            .expect("review");
+        let mut reg = crate::ingest::SubjectRegistry::default();
+        reg.insert(
+            crate::catalog::SubjectKind::Person,
+            "650102198506150010".into(),
+            "P-00000001".into(),
+        );
+        store
+            .commit(crate::pull::SUBJECTS_TABLE, &[reg.to_batch()])
+            .expect("registry");
+        assert_eq!(load_review(&store).expect("load"), vec![item("MZ1")]);
+
+        let e = decide(&store, "mzt-marriage", "MZ9", None, "steward", "").unwrap_err();
+        assert!(matches!(e, DecideError::UnknownRecord { .. }), "{e}");
+        let e = decide(
+            &store,
+            "mzt-marriage",
+            "MZ1",
+            Some("P-00000009"),
+            "steward",
+            "",
+        )
+        .unwrap_err();
+        assert!(matches!(e, DecideError::UnknownSubject(_)), "{e}");
+        let e = decide(&store, "mzt-marriage", "MZ1", None, " ", "").unwrap_err();
+        assert!(matches!(e, DecideError::NoSteward), "{e}");
+
+        decide(
+            &store,
+            "mzt-marriage",
+            "MZ1",
+            Some("P-00000001"),
+            "王芳",
+            "same person",
+        )
+        .expect("link");
+        let key = ("mzt-marriage".to_string(), "MZ1".to_string());
+        assert_eq!(
+            load_decisions(&store).expect("decisions").get(&key),
+            Some(&Decision::Link("P-00000001".into()))
+        );
+        // Reversed later: the latest stands, and both stay on record.
+        decide(
+            &store,
+            "mzt-marriage",
+            "MZ1",
+            None,
+            "王芳",
+            "different birth place",
+        )
+        .expect("reject");
+        assert_eq!(
+            load_decisions(&store).expect("decisions").get(&key),
+            Some(&Decision::Reject)
+        );
+        let rows = load_decision_rows(&store).expect("rows");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].note, "different birth place");
+    }
+}
