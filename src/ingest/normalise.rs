@@ -662,13 +662,17 @@ pub fn date(raw: &str) -> Result<NaiveDate, DateError> {
 
 /// A date and time: `2024-01-05 13:04:05`, `2024-01-05T13:04:05`,
 /// `2024/1/5 13:04`, `20240105130405`, fractional seconds, or a bare date
-/// (midnight). Time-zone suffixes are rejected rather than silently dropped.
+/// (midnight). Agencies' clocks are China Standard Time, so a value with
+/// an explicit offset (`Z`, `+08:00`, `+0800`, `-05`, as database
+/// `timestamptz` columns give) is converted to it rather than dropped or
+/// misread.
 pub fn datetime(raw: &str) -> Result<NaiveDateTime, DateError> {
     let s = nfkc(raw);
     let s = s.trim_matches(is_space);
     if s.is_empty() {
         return Err(DateError::Empty);
     }
+    let (s, offset) = split_offset(s).map_err(|f| date_error(f, raw))?;
     let parse = || -> Result<NaiveDateTime, DateFault> {
         let p = date_prefix(s)?;
         let time = match p.compact_time {
@@ -677,9 +681,50 @@ pub fn datetime(raw: &str) -> Result<NaiveDateTime, DateError> {
             None if p.rest.is_empty() => NaiveTime::MIN,
             None => separated_time(p.rest)?,
         };
-        Ok(p.date.and_time(time))
+        let local = p.date.and_time(time);
+        Ok(match offset {
+            Some(seconds) => {
+                local - chrono::Duration::seconds(i64::from(seconds - CHINA_STANDARD_TIME))
+            }
+            None => local,
+        })
     };
     parse().map_err(|f| date_error(f, raw))
+}
+
+/// UTC+8, in seconds.
+const CHINA_STANDARD_TIME: i32 = 8 * 3600;
+
+/// A time value without its UTC offset suffix, and the offset in seconds.
+/// Only a suffix after the time's first `:` counts, so the `-` of a date
+/// is never taken for one.
+fn split_offset(s: &str) -> Result<(&str, Option<i32>), DateFault> {
+    let Some(colon) = s.find(':') else {
+        return Ok((s, None));
+    };
+    if let Some(rest) = s.strip_suffix(['Z', 'z']) {
+        return Ok((rest.trim_end(), Some(0)));
+    }
+    let Some(sign_at) = s[colon..].rfind(['+', '-']).map(|i| i + colon) else {
+        return Ok((s, None));
+    };
+    let sign = if s.as_bytes()[sign_at] == b'-' { -1 } else { 1 };
+    let digits: String = s[sign_at + 1..].chars().filter(|&c| c != ':').collect();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) || !matches!(digits.len(), 2 | 4) {
+        return Err(DateFault::Format);
+    }
+    let hours: i32 = digits[..2].parse().map_err(|_| DateFault::Format)?;
+    let minutes: i32 = match &digits[2..] {
+        "" => 0,
+        m => m.parse().map_err(|_| DateFault::Format)?,
+    };
+    if hours > 14 || minutes > 59 {
+        return Err(DateFault::Invalid);
+    }
+    Ok((
+        s[..sign_at].trim_end(),
+        Some(sign * (hours * 3600 + minutes * 60)),
+    ))
 }
 
 // ---------------------------------------------------------------------------
@@ -1341,11 +1386,24 @@ mod tests {
             ("2024-01-05 13:60", inv("2024-01-05 13:60")),
             ("20240105250000", inv("20240105250000")),
             ("2024-02-30 10:00", inv("2024-02-30 10:00")),
+            // Explicit offsets are converted to China Standard Time.
+            ("2024-01-05T13:04:05+08:00", t("2024-01-05 13:04:05")),
+            ("2024-01-05T13:04:05+0800", t("2024-01-05 13:04:05")),
+            ("2024-01-05 05:04:05Z", t("2024-01-05 13:04:05")),
+            ("2024-01-05 05:04:05+00", t("2024-01-05 13:04:05")),
             (
-                "2024-01-05T13:04:05+08:00",
-                fmt("2024-01-05T13:04:05+08:00"),
+                "2024-01-05 20:04:05.250-05:00",
+                t("2024-01-06 09:04:05.250"),
             ),
-            ("2024-01-05 13:04:05Z", fmt("2024-01-05 13:04:05Z")),
+            ("2024-01-05 13:04:05+8", fmt("2024-01-05 13:04:05+8")),
+            (
+                "2024-01-05 13:04:05+08:00x",
+                fmt("2024-01-05 13:04:05+08:00x"),
+            ),
+            (
+                "2024-01-05 13:04:05+15:00",
+                inv("2024-01-05 13:04:05+15:00"),
+            ),
             ("2024-01-05 13", fmt("2024-01-05 13")),
             ("2024-01-05 13:4", fmt("2024-01-05 13:4")),
             ("2024010513", fmt("2024010513")),
