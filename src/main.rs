@@ -159,6 +159,25 @@ enum ReviewCommand {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// Merge a subject into another (two identifiers of one person): the
+    /// merged id redirects, and both identifiers serve one record.
+    Merge {
+        subject_id: String,
+        #[arg(long)]
+        into: String,
+        #[arg(long)]
+        steward: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Undo a merge (a split); the decision stays on record.
+    Unmerge {
+        subject_id: String,
+        #[arg(long)]
+        steward: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
     /// Every decision made so far, oldest first.
     Decisions,
     /// Resolve the staged sources again (no pull), applying the decisions.
@@ -825,6 +844,29 @@ fn review_command(s: &Settings, command: &ReviewCommand) -> anyhow::Result<()> {
             review::decide(&store, source, record_id, None, steward, note)?;
             println!(
                 "decided: {source}/{record_id} matches no subject; takes effect at the next resolve (`sharebroker review apply` or `sharebroker pull`)"
+            );
+            Ok(())
+        }
+        ReviewCommand::Merge {
+            subject_id,
+            into,
+            steward,
+            note,
+        } => {
+            review::merge(&store, subject_id, Some(into), steward, note)?;
+            println!(
+                "decided: {subject_id} merges into {into}; takes effect at the next resolve (`sharebroker review apply` or `sharebroker pull`)"
+            );
+            Ok(())
+        }
+        ReviewCommand::Unmerge {
+            subject_id,
+            steward,
+            note,
+        } => {
+            review::merge(&store, subject_id, None, steward, note)?;
+            println!(
+                "decided: {subject_id} is split off again; takes effect at the next resolve (`sharebroker review apply` or `sharebroker pull`)"
             );
             Ok(())
         }

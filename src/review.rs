@@ -153,21 +153,32 @@ pub fn load_decision_rows(store: &TableStore) -> Result<Vec<DecisionRow>, StoreE
     Ok(rows)
 }
 
-/// The decisions that stand: the latest per record.
+/// The decisions that stand: the latest per record, and per merged subject.
 pub fn load_decisions(store: &TableStore) -> Result<Decisions, StoreError> {
     let mut out = Decisions::new();
     for r in load_decision_rows(store)? {
-        let d = match r.decision.as_str() {
-            "link" => Decision::Link(r.subject_id),
-            "reject" => Decision::Reject,
+        let key = (r.source, r.record_id);
+        match r.decision.as_str() {
+            "link" => {
+                out.records.insert(key, Decision::Link(r.subject_id));
+            }
+            "reject" => {
+                out.records.insert(key, Decision::Reject);
+            }
+            // A merge row names the merged subject as its record id.
+            "merge" => {
+                out.merges.insert(key.1, r.subject_id);
+            }
+            "unmerge" => {
+                out.merges.remove(&key.1);
+            }
             other => {
                 return Err(StoreError::Corrupt {
                     path: DECISIONS_TABLE.to_string(),
                     reason: format!("unknown decision `{other}`"),
                 });
             }
-        };
-        out.insert((r.source, r.record_id), d);
+        }
     }
     Ok(out)
 }
@@ -186,6 +197,10 @@ pub enum DecideError {
     UnknownSubject(String),
     #[error("a decision needs the steward's name (--steward)")]
     NoSteward,
+    #[error("merging {0} into {1} would redirect {1} back to itself")]
+    Cycle(String, String),
+    #[error("{0} is not merged into another subject")]
+    NotMerged(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -282,7 +297,9 @@ pub fn decide(
         || load_quarantine(store)?
             .iter()
             .any(|q| q.source == source && q.record_id == record_id && q.field.is_empty())
-        || load_decisions(store)?.contains_key(&(source.to_string(), record_id.to_string()));
+        || load_decisions(store)?
+            .records
+            .contains_key(&(source.to_string(), record_id.to_string()));
     if !known {
         return Err(DecideError::UnknownRecord {
             source_name: source.to_string(),
@@ -307,12 +324,65 @@ pub fn decide(
         subject_id: subject_id.unwrap_or_default().to_string(),
         steward: steward.trim().to_string(),
         note: note.to_string(),
-        decided_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        decided_at: now(),
     };
+    append(store, row)
+}
+
+fn append(store: &TableStore, row: DecisionRow) -> Result<DecisionRow, DecideError> {
     let mut rows = load_decision_rows(store)?;
     rows.push(row.clone());
     store.commit(DECISIONS_TABLE, &[decisions_batch(&rows)])?;
     Ok(row)
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Merge subject `from` into `into` (two identifiers of one person, which
+/// only a steward may decide): from the next resolve, `from`'s records
+/// join `into`, lookups by `from`'s identifier serve `into`'s record, and
+/// `from` redirects to `into`. `into = None` undoes an earlier merge (a
+/// split); the decision stays on record either way.
+pub fn merge(
+    store: &TableStore,
+    from: &str,
+    into: Option<&str>,
+    steward: &str,
+    note: &str,
+) -> Result<DecisionRow, DecideError> {
+    if steward.trim().is_empty() {
+        return Err(DecideError::NoSteward);
+    }
+    let registry = crate::pull::load_registry(store)?;
+    for id in std::iter::once(from).chain(into) {
+        if !registry.has_id(id) {
+            return Err(DecideError::UnknownSubject(id.to_string()));
+        }
+    }
+    let decisions = load_decisions(store)?;
+    match into {
+        Some(into) if decisions.resolve_id(into) == from => {
+            return Err(DecideError::Cycle(from.to_string(), into.to_string()));
+        }
+        None if !decisions.merges.contains_key(from) => {
+            return Err(DecideError::NotMerged(from.to_string()));
+        }
+        _ => {}
+    }
+    append(
+        store,
+        DecisionRow {
+            source: String::new(),
+            record_id: from.to_string(),
+            decision: if into.is_some() { "merge" } else { "unmerge" }.to_string(),
+            subject_id: into.unwrap_or_default().to_string(),
+            steward: steward.trim().to_string(),
+            note: note.to_string(),
+            decided_at: now(),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -377,7 +447,7 @@ mod tests {
         .expect("link");
         let key = ("mzt-marriage".to_string(), "MZ1".to_string());
         assert_eq!(
-            load_decisions(&store).expect("decisions").get(&key),
+            load_decisions(&store).expect("decisions").records.get(&key),
             Some(&Decision::Link("P-00000001".into()))
         );
         // Reversed later: the latest stands, and both stay on record.
@@ -391,11 +461,47 @@ mod tests {
         )
         .expect("reject");
         assert_eq!(
-            load_decisions(&store).expect("decisions").get(&key),
+            load_decisions(&store).expect("decisions").records.get(&key),
             Some(&Decision::Reject)
         );
         let rows = load_decision_rows(&store).expect("rows");
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].note, "different birth place");
+    }
+
+    #[test]
+    fn merges_redirect_refuse_cycles_and_can_be_undone() {
+        let store = TableStore::in_memory();
+        let mut reg = crate::ingest::SubjectRegistry::default();
+        for (key, id) in [
+            ("650102198506150010", "P-00000001"),
+            ("11010519491231002X", "P-00000002"),
+        ] {
+            reg.insert(crate::catalog::SubjectKind::Person, key.into(), id.into());
+        }
+        store
+            .commit(crate::pull::SUBJECTS_TABLE, &[reg.to_batch()])
+            .expect("registry");
+        let e = merge(&store, "P-00000002", Some("P-00000009"), "s", "").unwrap_err();
+        assert!(matches!(e, DecideError::UnknownSubject(_)), "{e}");
+        let e = merge(&store, "P-00000002", None, "s", "").unwrap_err();
+        assert!(matches!(e, DecideError::NotMerged(_)), "{e}");
+        merge(
+            &store,
+            "P-00000002",
+            Some("P-00000001"),
+            "s",
+            "one person, two numbers",
+        )
+        .expect("merge");
+        let d = load_decisions(&store).expect("decisions");
+        assert_eq!(d.resolve_id("P-00000002"), "P-00000001");
+        assert_eq!(d.resolve_id("P-00000001"), "P-00000001");
+        let e = merge(&store, "P-00000001", Some("P-00000002"), "s", "").unwrap_err();
+        assert!(matches!(e, DecideError::Cycle(..)), "{e}");
+        merge(&store, "P-00000002", None, "s", "two people after all").expect("split");
+        let d = load_decisions(&store).expect("decisions");
+        assert_eq!(d.resolve_id("P-00000002"), "P-00000002");
+        assert_eq!(load_decision_rows(&store).expect("rows").len(), 2);
     }
 }

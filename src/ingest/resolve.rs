@@ -64,8 +64,36 @@ pub enum Decision {
     Reject,
 }
 
-/// The standing decisions, by (source, record id).
-pub type Decisions = HashMap<(String, String), Decision>;
+/// The stewards' standing decisions.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Decisions {
+    /// About records, by (source, record id).
+    pub records: HashMap<(String, String), Decision>,
+    /// Merged subjects: subject id → the subject id it redirects to. Only
+    /// a steward merges two subjects (two valid identifiers of one
+    /// person); the merged id stays reserved and redirects.
+    pub merges: HashMap<String, String>,
+}
+
+impl Decisions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The id a subject id stands for now, following merges.
+    pub fn resolve_id<'a>(&'a self, id: &'a str) -> &'a str {
+        let mut at = id;
+        // A chain can't be longer than the merges; a cycle (refused when
+        // deciding) stops there too.
+        for _ in 0..=self.merges.len() {
+            match self.merges.get(at) {
+                Some(next) => at = next,
+                None => return at,
+            }
+        }
+        at
+    }
+}
 
 /// Where a record went: its subject, and how it got there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,13 +162,6 @@ impl SubjectRegistry {
     /// Whether `id` was ever handed out.
     pub fn has_id(&self, id: &str) -> bool {
         self.ids.values().any(|v| v == id)
-    }
-
-    /// The id a subject id stands for now. Subjects are only ever merged by
-    /// a steward, and no merge is recorded yet, so every id stands for
-    /// itself; this is the one place a redirect would be followed.
-    pub fn resolve_id<'a>(&self, id: &'a str) -> &'a str {
-        id
     }
 
     pub fn is_empty(&self) -> bool {
@@ -462,7 +483,7 @@ impl<'c> Resolver<'c> {
         &mut self,
         ids: &[String],
         decisions: &Decisions,
-        registry: &SubjectRegistry,
+        alias: &[u32],
     ) -> (Vec<ReviewItem>, Vec<QuarantineEntry>, Option<Model>) {
         let mut review = Vec::new();
         let mut quarantine = Vec::new();
@@ -471,13 +492,14 @@ impl<'c> Resolver<'c> {
             return (review, quarantine, None);
         }
         let model = self.name_field.map(|nf| self.fit(nf));
-        let by_id: HashMap<&str, u32> = if decisions.is_empty() {
+        let by_id: HashMap<&str, u32> = if decisions.records.is_empty() {
             HashMap::new()
         } else {
             let wanted: std::collections::HashSet<&str> = decisions
+                .records
                 .values()
                 .filter_map(|d| match d {
-                    Decision::Link(id) => Some(registry.resolve_id(id)),
+                    Decision::Link(id) => Some(decisions.resolve_id(id)),
                     Decision::Reject => None,
                 })
                 .collect();
@@ -501,9 +523,9 @@ impl<'c> Resolver<'c> {
                 reason,
                 raw: u.written_id.clone(),
             };
-            match decisions.get(&(source.clone(), record_id.clone())) {
+            match decisions.records.get(&(source.clone(), record_id.clone())) {
                 Some(Decision::Link(id)) => {
-                    let id = registry.resolve_id(id);
+                    let id = decisions.resolve_id(id);
                     if let Some(&s) = by_id.get(id) {
                         self.link(u.rec, s, LinkKind::Steward, u.values);
                     } else {
@@ -534,7 +556,9 @@ impl<'c> Resolver<'c> {
                 .map(|d| link::id_neighbours(&d))
                 .unwrap_or_default()
                 .iter()
-                .filter_map(|k| self.index.get(k.as_str()).copied())
+                .filter_map(|k| self.index.get(k.as_str()).map(|&s| alias[s as usize]))
+                .collect::<std::collections::BTreeSet<u32>>()
+                .into_iter()
                 .collect();
             if candidates.is_empty() {
                 quarantine.push(quarantined(format!(
@@ -635,7 +659,37 @@ impl<'c> Resolver<'c> {
             new_subjects += usize::from(new);
             ids[s as usize] = id;
         }
-        let (review, quarantine, model) = self.link_unkeyed(&ids, decisions, registry);
+        // Steward merges: a merged subject's records join the one it
+        // redirects to, and its key serves that subject's record.
+        let mut alias: Vec<u32> = (0..self.keys.len() as u32).collect();
+        if !decisions.merges.is_empty() {
+            let by_id: HashMap<&str, u32> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i as u32))
+                .collect();
+            for (s, id) in ids.iter().enumerate() {
+                let target = decisions.resolve_id(id);
+                if target != id
+                    && let Some(&t) = by_id.get(target)
+                {
+                    alias[s] = t;
+                }
+            }
+            for s in 0..alias.len() {
+                let t = alias[s] as usize;
+                if t != s {
+                    let moved = std::mem::take(&mut self.cands[s]);
+                    self.cands[t].extend(moved);
+                }
+            }
+            for r in self.record_subject.iter_mut() {
+                if *r != NONE {
+                    *r = alias[*r as usize];
+                }
+            }
+        }
+        let (review, quarantine, model) = self.link_unkeyed(&ids, decisions, &alias);
 
         let schema = golden_schema(&self.fields);
         let mut batches = Vec::new();
@@ -646,6 +700,8 @@ impl<'c> Resolver<'c> {
             let winners: Vec<Vec<Option<&Cand>>> = chunk
                 .iter()
                 .map(|&s| {
+                    let primary = alias[s as usize] == s;
+                    let s = alias[s as usize];
                     let cands = &self.cands[s as usize];
                     let mut w: Vec<Option<&Cand>> = vec![None; nfields];
                     for c in cands {
@@ -684,7 +740,9 @@ impl<'c> Resolver<'c> {
                 .collect();
             let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
             columns.push(text_column(
-                chunk.iter().map(|&s| Some(ids[s as usize].as_str())),
+                chunk
+                    .iter()
+                    .map(|&s| Some(ids[alias[s as usize] as usize].as_str())),
             ));
             columns.push(text_column(
                 chunk.iter().map(|&s| Some(&*self.keys[s as usize])),
@@ -730,7 +788,11 @@ impl<'c> Resolver<'c> {
             review,
             quarantine,
             links,
-            subjects: self.keys.len(),
+            subjects: alias
+                .iter()
+                .enumerate()
+                .filter(|&(s, &t)| s == t as usize)
+                .count(),
             new_subjects,
             probable_links: count(LinkKind::Probable),
             steward_links: count(LinkKind::Steward),
@@ -1026,8 +1088,12 @@ mod tests {
         let mut registry = SubjectRegistry::default();
         let p2 = registry.id_for(SubjectKind::Person, ids[1]).0;
         let mut decisions = Decisions::new();
-        decisions.insert(("mzt".into(), "MZ2".into()), Decision::Link(p2.clone()));
-        decisions.insert(("mzt".into(), "MZ1".into()), Decision::Reject);
+        decisions
+            .records
+            .insert(("mzt".into(), "MZ2".into()), Decision::Link(p2.clone()));
+        decisions
+            .records
+            .insert(("mzt".into(), "MZ1".into()), Decision::Reject);
         let g = r.finish(&mut registry, &decisions);
         let link = |rec: &str| {
             g.links
@@ -1094,5 +1160,60 @@ mod tests {
         others.sort_unstable();
         assert_eq!(others, ["MZ1", "RS1"]);
         assert!(g.findings.iter().all(|f| f.kept_record == "GA1"));
+    }
+
+    #[test]
+    fn a_steward_merge_redirects_and_serves_one_record_under_both_keys() {
+        let cat = catalog();
+        let name = cat.field("population.name").expect("field").1;
+        let status = cat.field("marriage.marital_status").expect("field").1;
+        let (a, b) = ("650102198506150010", "11010519491231002X");
+        let run = |decisions: &Decisions, registry: &mut SubjectRegistry| {
+            let mut r = Resolver::new(&cat, SubjectKind::Person);
+            r.add(
+                a,
+                "gat",
+                "xj-gat",
+                "GA1",
+                "2020-01-01 00:00:00",
+                &[(name, "张三".into(), "张三")],
+            );
+            r.add(
+                b,
+                "mzt",
+                "xj-mzt",
+                "MZ1",
+                "2024-01-01 00:00:00",
+                &[(status, "已婚".into(), "结婚")],
+            );
+            r.finish(registry, decisions)
+        };
+        let mut registry = SubjectRegistry::default();
+        let g = run(&Decisions::new(), &mut registry);
+        assert_eq!(g.subjects, 2);
+        let (pa, pb) = (
+            registry.id_for(SubjectKind::Person, a).0,
+            registry.id_for(SubjectKind::Person, b).0,
+        );
+        let mut d = Decisions::new();
+        d.merges.insert(pb.clone(), pa.clone());
+        let g = run(&d, &mut registry);
+        assert_eq!(g.subjects, 1);
+        // Both keys serve the merged record, under the surviving id.
+        for row in 0..2 {
+            assert_eq!(value(&g, row, "subject_id"), Some(pa.clone()));
+            assert_eq!(value(&g, row, "population.name").as_deref(), Some("张三"));
+            assert_eq!(
+                value(&g, row, "marriage.marital_status").as_deref(),
+                Some("已婚")
+            );
+        }
+        let mz1 = g.links.iter().find(|l| l.record_id == "MZ1").expect("link");
+        assert_eq!(mz1.subject_id, Some(pa.clone()));
+        // Ids are never reused, and undoing the merge restores both.
+        let g = run(&Decisions::new(), &mut registry);
+        assert_eq!(g.subjects, 2);
+        assert_eq!(g.new_subjects, 0);
+        assert_eq!(value(&g, 0, "subject_id"), Some(pb));
     }
 }
