@@ -676,8 +676,8 @@ impl<'c> Resolver<'c> {
                     alias[s] = t;
                 }
             }
-            for s in 0..alias.len() {
-                let t = alias[s] as usize;
+            for (s, &t) in alias.iter().enumerate() {
+                let t = t as usize;
                 if t != s {
                     let moved = std::mem::take(&mut self.cands[s]);
                     self.cands[t].extend(moved);
@@ -711,8 +711,9 @@ impl<'c> Resolver<'c> {
                         }
                     }
                     // A value from another agency that disagrees with the
-                    // final winner is a finding for the field's owner.
-                    for c in cands {
+                    // final winner is a finding for the field's owner
+                    // (once per subject, not again under a merged key).
+                    for c in cands.iter().filter(|_| primary) {
                         let Some(kept) = w[c.field as usize] else {
                             continue;
                         };
