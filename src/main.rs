@@ -1033,6 +1033,12 @@ fn pull_sources(s: &Settings, only: &[String], full: bool) -> anyhow::Result<pul
 }
 
 fn print_resolve_report(report: &pull::PullReport) {
+    if report.unchanged {
+        eprintln!(
+            "  no staged source, mapping or decision changed: the golden records stay as they are"
+        );
+        return;
+    }
     for (kind, n, new) in &report.subjects {
         eprintln!("  {:<24} {n:>9} subjects ({new} new)", kind.as_str());
     }

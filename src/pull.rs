@@ -96,6 +96,8 @@ pub struct PullReport {
     /// Records without a valid identifier linked by the model / by a steward.
     pub probable_links: usize,
     pub steward_links: usize,
+    /// Nothing the golden records are made of changed: nothing was written.
+    pub unchanged: bool,
     pub manifests: Vec<Manifest>,
     pub elapsed: Duration,
 }
@@ -468,6 +470,58 @@ fn unstage(
     Ok(())
 }
 
+/// Manifest meta of the golden tables: what they were resolved from.
+pub const META_INPUTS: &str = "inputs";
+
+/// A digest of everything a resolve reads: each source's staged version,
+/// its mapping, the catalogue's fields, and the stewards' decisions.
+fn resolve_inputs(
+    catalog: &Catalog,
+    staged: &[(&ConnectorConfig, Manifest)],
+    store: &TableStore,
+) -> Result<String, StoreError> {
+    let mut text = String::new();
+    for (config, m) in staged {
+        let spec = &config.spec;
+        let mut values: Vec<(&String, Vec<(&String, &String)>)> = spec
+            .values
+            .iter()
+            .map(|(k, v)| {
+                let mut v: Vec<_> = v.iter().collect();
+                v.sort_unstable();
+                (k, v)
+            })
+            .collect();
+        values.sort_unstable();
+        text.push_str(&format!(
+            "{}@{} {} {} {} {} {} {:?} {:?}\n",
+            m.table,
+            m.version,
+            spec.agency,
+            spec.dataset,
+            spec.subject_column,
+            spec.record_id_column,
+            spec.as_of_column,
+            spec.columns,
+            values
+        ));
+    }
+    for kind in [SubjectKind::Person, SubjectKind::Organisation] {
+        for f in catalog.fields_of_kind(kind) {
+            text.push_str(&format!(
+                "{} {:?} {:?} {}\n",
+                f.qualified, f.kind, f.values, f.authority
+            ));
+        }
+    }
+    let decisions = store.current(crate::review::DECISIONS_TABLE)?;
+    text.push_str(&format!("decisions@{}", decisions.map_or(0, |m| m.version)));
+    Ok(hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        text.as_bytes(),
+    )))
+}
+
 /// The newest staged version that holds the whole source: not a step of
 /// an unfinished load from scratch.
 fn complete_version(store: &TableStore, table: &str) -> Result<Option<Manifest>, StoreError> {
@@ -490,30 +544,80 @@ pub fn resolve(
     let started = Instant::now();
     let mut ingest = Ingest::new(catalog);
     let mut never_pulled = Vec::new();
+    let mut staged = Vec::new();
     for config in configs {
         let spec = &config.spec;
-        let Some(m) = complete_version(store, &source_table(&spec.name))? else {
-            tracing::warn!(source = %spec.name, "never pulled: its rows are not in the golden records");
-            never_pulled.push(spec.name.clone());
-            continue;
-        };
-        unstage(store, spec, &m, &mut |pulled| ingest.add(spec, &pulled))?;
+        match complete_version(store, &source_table(&spec.name))? {
+            Some(m) => staged.push((config, m)),
+            None => {
+                tracing::warn!(source = %spec.name, "never pulled: its rows are not in the golden records");
+                never_pulled.push(spec.name.clone());
+            }
+        }
+    }
+    // What the golden tables are made of: if none of it changed since the
+    // last resolve, there is nothing to do and nothing is written.
+    let inputs = resolve_inputs(catalog, &staged, store)?;
+    let unchanged = [
+        SUBJECTS_TABLE,
+        Golden::table(SubjectKind::Person),
+        Golden::table(SubjectKind::Organisation),
+        QUARANTINE_TABLE,
+        FINDINGS_TABLE,
+        crate::review::REVIEW_TABLE,
+    ]
+    .iter()
+    .map(|t| store.current(t))
+    .collect::<Result<Vec<_>, _>>()?
+    .iter()
+    .all(|m| m.as_ref().and_then(|m| m.meta.get(META_INPUTS)) == Some(&inputs));
+    if unchanged {
+        tracing::info!(
+            "no staged source, decision or mapping changed: the golden records stay as they are"
+        );
+        return Ok(PullReport {
+            sources: Vec::new(),
+            never_pulled,
+            subjects: Vec::new(),
+            quarantined: 0,
+            findings: 0,
+            review: 0,
+            probable_links: 0,
+            steward_links: 0,
+            unchanged: true,
+            manifests: Vec::new(),
+            elapsed: started.elapsed(),
+        });
+    }
+    for (config, m) in &staged {
+        let spec = &config.spec;
+        unstage(store, spec, m, &mut |pulled| ingest.add(spec, &pulled))?;
     }
     let mut registry = load_registry(store)?;
     let decisions = crate::review::load_decisions(store)?;
     let outcome = ingest.finish(&mut registry, &decisions);
     // The registry first: a crash after it only reserves ids, never reuses one.
-    let mut manifests = vec![store.commit(SUBJECTS_TABLE, &[registry.to_batch()])?];
+    let commit_input = |table: &str, batches: &[RecordBatch]| -> Result<Manifest, StoreError> {
+        let mut w = store.writer(table, batches[0].schema(), None)?;
+        for b in batches {
+            w.write(b)?;
+        }
+        w.commit(BTreeMap::from([(META_INPUTS.to_string(), inputs.clone())]))
+    };
+    let mut manifests = vec![commit_input(SUBJECTS_TABLE, &[registry.to_batch()])?];
     let mut subjects = Vec::new();
     let mut findings = Vec::new();
     for g in &outcome.goldens {
-        manifests.push(store.commit(Golden::table(g.kind), &g.batches)?);
+        manifests.push(commit_input(Golden::table(g.kind), &g.batches)?);
         subjects.push((g.kind, g.subjects, g.new_subjects));
         findings.extend(g.findings.iter().cloned());
     }
-    manifests.push(store.commit(QUARANTINE_TABLE, &[quarantine_batch(&outcome.quarantine)])?);
-    manifests.push(store.commit(FINDINGS_TABLE, &[findings_batch(&findings)])?);
-    manifests.push(store.commit(
+    manifests.push(commit_input(
+        QUARANTINE_TABLE,
+        &[quarantine_batch(&outcome.quarantine)],
+    )?);
+    manifests.push(commit_input(FINDINGS_TABLE, &[findings_batch(&findings)])?);
+    manifests.push(commit_input(
         crate::review::REVIEW_TABLE,
         &[crate::review::review_batch(&outcome.review)],
     )?);
@@ -526,6 +630,7 @@ pub fn resolve(
         review: outcome.review.len(),
         probable_links: outcome.goldens.iter().map(|g| g.probable_links).sum(),
         steward_links: outcome.goldens.iter().map(|g| g.steward_links).sum(),
+        unchanged: false,
         manifests,
         elapsed: started.elapsed(),
     })

@@ -243,11 +243,16 @@ fn incremental_pulls_arrive_exactly_once_and_resume_after_the_source_dies() {
     assert_eq!(names[&id_number(700)], name(700));
     assert_eq!(names[&id_number(2_049)], name(2_049));
 
-    // No change at the source: no new staged version, the same golden rows.
+    // No change at the source: no new staged version, no resolve, no new
+    // golden version, the same golden rows.
     let before = staged_versions(&s);
+    let store = TableStore::open_local(&s.store_dir()).expect("store");
+    let person_versions = store.versions("person").expect("versions");
     let r = pull::run_configured_with(&s, &[], &options(500)).expect("third pull");
     assert_eq!(r.sources[0].1.rows, 0);
+    assert!(r.unchanged, "nothing changed, so nothing is resolved again");
     assert_eq!(staged_versions(&s), before);
+    assert_eq!(store.versions("person").expect("versions"), person_versions);
     assert_eq!(golden_names(&s), names);
 
     // Many new rows; the source connection is killed once a step is stored.
