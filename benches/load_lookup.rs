@@ -886,7 +886,7 @@ async fn run_broker(settings: &Settings, o: &Opts, sample: &[String]) -> Figures
         let lookups = lookups.clone();
         tasks.push(tokio::spawn(async move {
             let mut order: Vec<usize> = (0..lookups.len()).collect();
-            Rng(0xA076_1D64_78BD_642F ^ (c as u64 + 1) * 0x9E37_79B9).shuffle(&mut order);
+            Rng(0xA076_1D64_78BD_642F ^ ((c as u64 + 1) * 0x9E37_79B9)).shuffle(&mut order);
             let mut latencies: Vec<u64> = Vec::with_capacity(1 << 20);
             let mut failures = 0u64;
             let mut first_failure = None;
