@@ -1,6 +1,60 @@
 //! Helpers shared by the whole-system benchmarks: settings from the
-//! environment and the process's own CPU time and memory (Linux /proc).
+//! environment, the cached 1,000,000-person data directory, and a
+//! process's CPU time and memory (Linux /proc).
 #![allow(dead_code)] // each bench uses a subset
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sharebroker::catalog::Catalog;
+use sharebroker::config::Settings;
+use sharebroker::datagen::{GenOptions, generate};
+
+/// A path in this repository.
+pub fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// Where the benchmarks cache their data: BENCH_DIR, default
+/// /var/tmp/sharebroker-bench (a real disk: the audit log fsyncs there).
+pub fn bench_dir() -> PathBuf {
+    std::env::var("BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/var/tmp/sharebroker-bench"))
+}
+
+/// A data directory with `persons` generated (`gen`, seed 2021) and pulled
+/// through the real pipeline, reused if a previous run finished it.
+pub fn prepared_store(persons: usize) -> Settings {
+    let settings = Settings {
+        policies_dir: repo("policies"),
+        connectors_dir: repo("connectors"),
+        data_dir: bench_dir().join(format!("store-{persons}")),
+        ..Settings::default()
+    };
+    let done = settings.data_dir.join("pulled");
+    if done.exists() {
+        return settings;
+    }
+    let _ = std::fs::remove_dir_all(&settings.data_dir);
+    eprintln!(
+        "preparing {persons} persons in {} (once)",
+        settings.data_dir.display()
+    );
+    let t = Instant::now();
+    generate(&GenOptions {
+        out_dir: settings.sources_dir(),
+        persons,
+        seed: 2021,
+        progress: false,
+    })
+    .expect("gen");
+    Catalog::load(&settings.policies_dir).expect("catalogue");
+    sharebroker::pull::run_configured(&settings, &[], false).expect("pull");
+    std::fs::write(&done, b"").expect("marker");
+    eprintln!("prepared in {:.1?}", t.elapsed());
+    settings
+}
 
 /// An environment variable parsed as `T`, or `default`.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -12,7 +66,25 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 /// User + system CPU seconds of this process so far.
 pub fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds_of("self")
+}
+
+/// User + system CPU seconds so far of process `pid` (or "self").
+pub fn cpu_seconds_of(pid: &str) -> f64 {
+    proc_ticks(pid, &[11, 12]) / 100.0
+}
+
+/// CPU seconds of process `pid` plus those of its children it has reaped
+/// (utime, stime, cutime, cstime): for a server that forks a process per
+/// connection, such as PostgreSQL's postmaster.
+pub fn cpu_seconds_with_children(pid: &str) -> f64 {
+    proc_ticks(pid, &[11, 12, 13, 14]) / 100.0
+}
+
+/// Sum of the listed fields of /proc/<pid>/stat, counted after the command
+/// name (clock ticks; 100 per second on Linux).
+fn proc_ticks(pid: &str, fields_wanted: &[usize]) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name, which is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat
         .rsplit(')')
@@ -20,11 +92,10 @@ pub fn cpu_seconds() -> f64 {
         .unwrap_or("")
         .split_whitespace()
         .collect();
-    let ticks: f64 = [11, 12]
+    fields_wanted
         .iter()
         .filter_map(|&k| fields.get(k).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
-    ticks / 100.0
+        .sum()
 }
 
 /// A `/proc/self/status` memory line (`VmRSS:`, `VmHWM:` …) in MiB.
