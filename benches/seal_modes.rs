@@ -127,6 +127,7 @@ fn section_sealing_alone(signers: &[(Alg, Arc<dyn Signer>)]) {
     );
     println!("|---|---|---|---|---|---|---|");
     let min = Duration::from_millis(1500);
+    let mut seal_sizes = Vec::new();
     for (alg, signer) in signers {
         let bodies: Vec<Value> = (0..256).map(response).collect();
         let per_response = time_per(min, |n| {
@@ -174,6 +175,31 @@ fn section_sealing_alone(signers: &[(Alg, Arc<dyn Signer>)]) {
         }
         row.push_str(&format!(" {:.1}× |", per_response / at64));
         println!("{row}");
+        // What the seal adds to each response on the wire.
+        let mut single = bodies[0].clone();
+        seal::seal(signer.as_ref(), &mut single);
+        let leaves = (0..64).map(|k| batch::leaf(k, &shas[k as usize]));
+        let signed = Arc::new(batch::SignedBatch::sign(
+            leaves,
+            64,
+            &[9u8; 32],
+            signer.as_ref(),
+        ));
+        let mut batched = Value::Object(serde_json::Map::new());
+        batch::BatchSeal {
+            batch: signed,
+            leaf_index: 17,
+        }
+        .apply(&mut batched);
+        seal_sizes.push(format!(
+            "{alg}: seal member {} bytes per response, {} bytes in a batch of 64",
+            single["seal"].to_string().len(),
+            batched["seal"].to_string().len()
+        ));
+    }
+    println!();
+    for line in seal_sizes {
+        println!("{line}");
     }
 }
 

@@ -852,4 +852,47 @@ mod tests {
         let err = parse_public_key_file("sm2 a b\n").unwrap_err().to_string();
         assert!(err.contains("\"sm2\" is not supported"), "{err}");
     }
+
+    /// What every [`Signer`] must do (the contract suite each implementation runs): its key id
+    /// is derived from its key, its published key parses back to the same verifying key, its
+    /// signatures verify over exactly the signed bytes, and both seal forms verify.
+    fn signer_contract(signer: &dyn Signer) {
+        assert_eq!(signer.key_id(), key_id_of(&signer.public_key()));
+        let key = signer.verifying_key();
+        assert_eq!(
+            parse_public_key_file(&public_key_file_contents(signer)).unwrap(),
+            key
+        );
+        let sig = signer.sign(b"contract");
+        key.verify_signature(b"contract", &sig).unwrap();
+        assert!(key.verify_signature(b"contracT", &sig).is_err());
+        assert!(key.verify_signature(b"contract", &[]).is_err());
+        let mut d = doc();
+        seal(signer, &mut d);
+        verify(&key, &d).unwrap();
+        let mut d = doc();
+        let sha = {
+            let mut out = [0u8; 32];
+            out.copy_from_slice(digest(&SHA256, &canonical_json(&d)).as_ref());
+            out
+        };
+        let signed = batch::SignedBatch::sign([batch::leaf(3, &sha)], 4, &[0; 32], signer);
+        d["audit_entry"] = serde_json::json!(3);
+        batch::BatchSeal {
+            batch: std::sync::Arc::new(signed),
+            leaf_index: 0,
+        }
+        .apply(&mut d);
+        verify(&key, &d).unwrap();
+    }
+
+    #[test]
+    fn every_signer_meets_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        for alg in Alg::ALL {
+            let signer = load_or_create(alg, &dir.path().join(alg.name())).unwrap();
+            assert_eq!(signer.alg(), alg);
+            signer_contract(signer.as_ref());
+        }
+    }
 }
