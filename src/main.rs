@@ -324,7 +324,8 @@ enum PolicyCommand {
 
 #[derive(Subcommand)]
 enum SealCommand {
-    /// Verify a response saved as JSON against the broker's published key.
+    /// Verify a response saved as JSON against the broker's published key: either seal form
+    /// (per response or per audit batch), Ed25519 or SM2/SM3, offline.
     Verify {
         /// The published key file (from GET /v1/seal/key or <data-dir>/seal/seal-key.pub).
         #[arg(long)]
@@ -738,14 +739,26 @@ fn main() -> anyhow::Result<()> {
         Command::Seal {
             command: SealCommand::Verify { key, response },
         } => {
-            let (_, public) = read_public_key(key)?;
+            let public = read_public_key(key)?;
             let doc: serde_json::Value = serde_json::from_slice(
                 &std::fs::read(response)
                     .with_context(|| format!("reading {}", response.display()))?,
             )
             .with_context(|| format!("{} is not JSON", response.display()))?;
-            seal::verify(&public, &doc)?;
-            println!("seal ok: the response is as the broker signed it");
+            seal::verify(&public, &doc)
+                .with_context(|| format!("{} does not verify", response.display()))?;
+            let form = match doc["seal"]["batch_size"].as_u64() {
+                Some(n) => format!(
+                    "batch seal, one {} signature over {n} responses and the audit log at size {}",
+                    public.alg(),
+                    doc["seal"]["log_size"]
+                ),
+                None => format!("{} signature over this response", public.alg()),
+            };
+            println!(
+                "seal ok: the response is as the broker signed it ({form}; key {})",
+                public.key_id()
+            );
             Ok(())
         }
         Command::Audit {
@@ -753,10 +766,9 @@ fn main() -> anyhow::Result<()> {
         } => {
             let dir = dir.clone().unwrap_or_else(|| s.audit_dir());
             let key = key.as_deref().map(read_public_key).transpose()?;
-            let report =
-                sharebroker::audit::verify_dir(&dir, key.as_ref().map(|(_, k)| k.as_slice()))?;
+            let report = sharebroker::audit::verify_dir(&dir, key.as_ref())?;
             let signatures = match &key {
-                Some((key_id, _)) => format!("signatures checked with key {key_id}"),
+                Some(key) => format!("signatures checked with {} key {}", key.alg(), key.key_id()),
                 None => "signatures not checked (no --key)".to_string(),
             };
             println!(
@@ -954,7 +966,7 @@ fn peak_rss_mib() -> u64 {
 }
 
 /// Reads a published key: the raw `seal-key.pub` text or the JSON served at /v1/seal/key.
-fn read_public_key(path: &std::path::Path) -> anyhow::Result<(String, Vec<u8>)> {
+fn read_public_key(path: &std::path::Path) -> anyhow::Result<seal::PublicKey> {
     let key_text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let key_text = serde_json::from_str::<serde_json::Value>(&key_text)

@@ -32,7 +32,7 @@ use crate::ingest::{COL_KEY, Golden};
 use crate::policy::PolicySet;
 use crate::policy::applications::ApplicationBook;
 use crate::policy::cases::CaseBook;
-use crate::seal::{Ed25519Signer, Signer};
+use crate::seal::{SealMode, Signer};
 use crate::store::{LoadedTable, TableStore, load_latest_good};
 
 /// Why the broker could not assemble its state at start.
@@ -95,9 +95,9 @@ impl AppState {
             path: s.store_dir(),
             source: std::io::Error::other(e.to_string()),
         })??;
-        let signer = Ed25519Signer::load_or_create(&s.seal_key_file())?;
+        let signer = crate::seal::load_or_create(s.seal_algorithm, &s.seal_key_file())?;
         let pub_path = s.seal_key_file().with_extension("pub");
-        std::fs::write(&pub_path, crate::seal::public_key_file_contents(&signer)).map_err(
+        std::fs::write(&pub_path, crate::seal::public_key_file_contents(&*signer)).map_err(
             |source| StartError::Io {
                 path: pub_path,
                 source,
@@ -119,11 +119,13 @@ impl AppState {
             store_poll: Duration::from_secs(s.store_poll_interval_secs.max(1)),
             store_failed: Mutex::new(HashMap::new()),
             reloading_tables: tokio::sync::Mutex::new(()),
-            audit: Arc::new(AuditLog::open_with(
+            audit: Arc::new(AuditLog::open_sealing(
                 &s.audit_dir(),
                 s.audit_segment_max_bytes,
+                (s.seal_mode == SealMode::Batch).then(|| Arc::clone(&signer)),
             )?),
-            signer: Arc::new(signer),
+            signer,
+            seal_mode: s.seal_mode,
             max_body_bytes: s.max_body_bytes,
             limits: Limits::from_settings(s),
             metrics: metrics::Metrics::default(),
@@ -197,6 +199,9 @@ pub struct AppState {
     reloading_tables: tokio::sync::Mutex<()>,
     pub audit: Arc<AuditLog>,
     pub signer: Arc<dyn Signer>,
+    /// Per-response signatures, or one per audit group commit (the audit log then holds
+    /// the signer too).
+    pub seal_mode: SealMode,
     pub max_body_bytes: usize,
     pub limits: Limits,
     metrics: metrics::Metrics,

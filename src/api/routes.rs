@@ -385,13 +385,24 @@ async fn answer(
     };
     entry.status = status.as_u16();
     let canonical = seal::canonical_json(&body);
-    entry.response_sha256 = Some(hex::encode(
-        ring::digest::digest(&ring::digest::SHA256, &canonical).as_ref(),
-    ));
+    let mut response_sha256 = [0u8; 32];
+    response_sha256
+        .copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &canonical).as_ref());
+    entry.response_sha256 = Some(hex::encode(response_sha256));
     entry.bytes_out = canonical.len() as u64;
     // Audit before data (invariant 2): nothing leaves until this is durable.
-    let index = match state.audit.append(entry).await {
-        Ok(i) => i,
+    // A batch-sealed response gets its seal from the group commit that made it durable.
+    let appended = if sealed && state.seal_mode == seal::SealMode::Batch {
+        state.audit.append_sealed(entry, response_sha256).await
+    } else {
+        state
+            .audit
+            .append(entry)
+            .await
+            .map(|index| crate::audit::Appended { index, seal: None })
+    };
+    let appended = match appended {
+        Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "audit append failed: refusing to serve");
             let e = audit_unavailable();
@@ -399,11 +410,13 @@ async fn answer(
         }
     };
     match body.get_mut("meta") {
-        Some(meta) => meta["audit_entry"] = json!(index),
-        None => body["audit_entry"] = json!(index),
+        Some(meta) => meta["audit_entry"] = json!(appended.index),
+        None => body["audit_entry"] = json!(appended.index),
     }
-    if sealed {
-        seal::seal(state.signer.as_ref(), &mut body);
+    match (sealed, appended.seal) {
+        (true, Some(batch)) => batch.apply(&mut body),
+        (true, None) => seal::seal(state.signer.as_ref(), &mut body),
+        (false, _) => {}
     }
     let mut r = json_response(status, &body);
     if status == StatusCode::UNAUTHORIZED {

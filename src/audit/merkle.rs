@@ -290,11 +290,28 @@ pub fn verify_inclusion<P: AsRef<[u8]>>(
     proof: &[P],
     root: &[u8],
 ) -> Result<(), ProofError> {
+    let r = root_from_inclusion(leaf_hash, index, size, proof)?;
+    if r != hash32("root", root)? {
+        return Err(ProofError::RootMismatch {
+            computed: hex::encode(r),
+        });
+    }
+    Ok(())
+}
+
+/// The root that an inclusion proof leads to from the leaf with hash `leaf_hash` at `index`
+/// in a tree of `size` leaves (RFC 9162 §2.1.3.2 without the final comparison): for proofs
+/// whose root is only known through a signature over it. Pure.
+pub fn root_from_inclusion<P: AsRef<[u8]>>(
+    leaf_hash: &[u8],
+    index: u64,
+    size: u64,
+    proof: &[P],
+) -> Result<[u8; 32], ProofError> {
     if index >= size {
         return Err(ProofError::IndexOutOfRange { index, size });
     }
     let leaf = hash32("leaf hash", leaf_hash)?;
-    let root = hash32("root", root)?;
     // Levels where the path runs along the right edge have no sibling.
     let inner = u64::BITS - (index ^ (size - 1)).leading_zeros();
     let border = (index >> inner).count_ones();
@@ -322,12 +339,7 @@ pub fn verify_inclusion<P: AsRef<[u8]>>(
         sn >>= 1;
     }
     debug_assert_eq!(sn, 0, "proof length was checked above");
-    if r != root {
-        return Err(ProofError::RootMismatch {
-            computed: hex::encode(r),
-        });
-    }
-    Ok(())
+    Ok(r)
 }
 
 /// Verifies a consistency proof (RFC 9162 §2.1.4.2): that the tree of `old_size` leaves with

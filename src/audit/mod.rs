@@ -303,7 +303,20 @@ struct Job {
     /// The stored line after its index: `,"leaf":"…","entry":{…}}` and newline.
     tail: Vec<u8>,
     leaf: [u8; 32],
-    done: oneshot::Sender<Result<u64, AuditError>>,
+    /// SHA-256 of the canonical response, when the response is to be sealed with its batch.
+    seal: Option<[u8; 32]>,
+    done: oneshot::Sender<Result<Appended, AuditError>>,
+}
+
+/// A durable append: the entry's index and, when asked for with
+/// [`AuditLog::append_sealed`], the response's place in its signed batch.
+#[derive(Debug)]
+pub struct Appended {
+    /// Index of the entry in the log.
+    pub index: u64,
+    /// The batch seal of the response; `None` when none was asked for or the log has no
+    /// batch signer.
+    pub seal: Option<crate::seal::batch::BatchSeal>,
 }
 
 /// The file-backed audit log; implements [`AuditSink`].
@@ -363,6 +376,17 @@ impl AuditLog {
     /// [`AuditLog::open`] with the size at which the writer starts a new
     /// segment file.
     pub fn open_with(dir: &Path, segment_max_bytes: u64) -> Result<AuditLog, AuditError> {
+        AuditLog::open_sealing(dir, segment_max_bytes, None)
+    }
+
+    /// [`AuditLog::open_with`], and with `batch_signer` the writer signs each group commit
+    /// that holds responses appended by [`AuditLog::append_sealed`] once, over a Merkle tree
+    /// of them ([`crate::seal::batch`]).
+    pub fn open_sealing(
+        dir: &Path,
+        segment_max_bytes: u64,
+        batch_signer: Option<Arc<dyn crate::seal::Signer>>,
+    ) -> Result<AuditLog, AuditError> {
         fs::create_dir_all(dir).map_err(|source| AuditError::Io {
             action: "create audit directory",
             path: dir.to_path_buf(),
@@ -427,6 +451,7 @@ impl AuditLog {
             tree: Arc::clone(&tree),
             failed: None,
             stats: Arc::clone(&stats),
+            batch_signer,
         };
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -579,35 +604,64 @@ impl AuditSink for AuditLog {
         &self,
         entry: AuditEntry,
     ) -> Pin<Box<dyn Future<Output = Result<u64, AuditError>> + Send + '_>> {
+        let appended = self.enqueue(entry, None);
+        Box::pin(async move { appended.await.map(|a| a.index) })
+    }
+}
+
+impl AuditLog {
+    /// Appends the entry of a response to be sealed with its batch: `response_sha256` is the
+    /// SHA-256 of the canonical response without its seal and entry number (the entry's
+    /// `response_sha256`). Resolves once durable, with the batch seal when the log was opened
+    /// with a batch signer.
+    pub fn append_sealed(
+        &self,
+        entry: AuditEntry,
+        response_sha256: [u8; 32],
+    ) -> impl Future<Output = Result<Appended, AuditError>> + Send + 'static {
+        self.enqueue(entry, Some(response_sha256))
+    }
+
+    fn enqueue(
+        &self,
+        entry: AuditEntry,
+        seal: Option<[u8; 32]>,
+    ) -> impl Future<Output = Result<Appended, AuditError>> + Send + 'static {
         let (done, rx) = oneshot::channel();
         // Serialise and hash here, on the caller's thread: the CPU work of a
         // batch is spread over the callers instead of queued on the writer.
-        let bytes = match serde_json::to_vec(&entry) {
-            Ok(bytes) => bytes,
-            Err(err) => return Box::pin(async move { Err(AuditError::Encode(err)) }),
+        let queued = match serde_json::to_vec(&entry) {
+            Ok(bytes) => {
+                let leaf = merkle::leaf_hash(&bytes);
+                let tail = line_tail(&leaf, &bytes);
+                // Enqueue now, not on first poll, so indices follow call order.
+                // A full queue sheds load (the caller answers 503) instead of
+                // growing without bound or blocking an async worker.
+                match self
+                    .sender
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                {
+                    Some(sender) => match sender.try_send(Job {
+                        tail,
+                        leaf,
+                        seal,
+                        done,
+                    }) {
+                        Ok(()) => Ok(()),
+                        Err(mpsc::TrySendError::Full(_)) => Err(AuditError::Overloaded),
+                        Err(mpsc::TrySendError::Disconnected(_)) => Err(AuditError::Closed),
+                    },
+                    None => Err(AuditError::Closed),
+                }
+            }
+            Err(err) => Err(AuditError::Encode(err)),
         };
-        let leaf = merkle::leaf_hash(&bytes);
-        let tail = line_tail(&leaf, &bytes);
-        // Enqueue now, not on first poll, so indices follow call order.
-        // A full queue sheds load (the caller answers 503) instead of
-        // growing without bound or blocking an async worker.
-        let queued = match self
-            .sender
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            Some(sender) => match sender.try_send(Job { tail, leaf, done }) {
-                Ok(()) => Ok(()),
-                Err(mpsc::TrySendError::Full(_)) => Err(AuditError::Overloaded),
-                Err(mpsc::TrySendError::Disconnected(_)) => Err(AuditError::Closed),
-            },
-            None => Err(AuditError::Closed),
-        };
-        Box::pin(async move {
+        async move {
             queued?;
             rx.await.unwrap_or(Err(AuditError::Closed))
-        })
+        }
     }
 }
 
@@ -665,7 +719,10 @@ pub fn commitment_in_dir(dir: &Path, subject_key: &str) -> Result<Option<String>
 /// each head's signature. An unterminated last line of either file is ignored. Never modifies
 /// anything; safe on a live log (heads are read before entries, and a head only ever covers
 /// entries that were already durable).
-pub fn verify_dir(dir: &Path, public_key: Option<&[u8]>) -> Result<VerifyReport, AuditError> {
+pub fn verify_dir(
+    dir: &Path,
+    public_key: Option<&crate::seal::PublicKey>,
+) -> Result<VerifyReport, AuditError> {
     let heads_path = dir.join(TREE_HEADS_FILE);
     let heads = sth::read_heads(&heads_path)?;
     let mut tree = merkle::MerkleTree::new();
@@ -695,6 +752,8 @@ struct Writer {
     tree: Arc<Mutex<Tree>>,
     failed: Option<String>,
     stats: Arc<AuditStats>,
+    /// Signs each batch holding sealed responses once ([`crate::seal::batch`]).
+    batch_signer: Option<Arc<dyn crate::seal::Signer>>,
 }
 
 impl Writer {
@@ -754,14 +813,14 @@ impl Writer {
             return;
         }
         buf.clear();
-        let mut pending = Vec::with_capacity(batch.len());
+        let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
         let mut index = self.next_index;
         for job in batch {
             buf.extend_from_slice(b"{\"index\":");
             // Writing a number into a Vec cannot fail.
             let _ = write!(buf, "{index}");
             buf.extend_from_slice(&job.tail);
-            pending.push((job.done, index, job.leaf));
+            pending.push((job.done, index, job.leaf, job.seal));
             index += 1;
         }
         if pending.is_empty() {
@@ -775,10 +834,26 @@ impl Writer {
             Ok(()) => {
                 self.file_len += buf.len() as u64;
                 self.next_index = index;
-                lock(&self.tree).extend(pending.iter().map(|(_, _, leaf)| *leaf));
+                let (log_size, log_root) = {
+                    let mut tree = lock(&self.tree);
+                    tree.extend(pending.iter().map(|(_, _, leaf, _)| *leaf));
+                    (tree.merkle.size(), tree.root)
+                };
                 self.stats.record_batch(pending.len());
-                for (done, index, _) in pending {
-                    let _ = done.send(Ok(index));
+                let batch = self.sign_batch(&pending, log_size, &log_root);
+                let mut leaf_index = 0;
+                for (done, index, _, seal) in pending {
+                    let seal = match (&batch, seal) {
+                        (Some(batch), Some(_)) => {
+                            leaf_index += 1;
+                            Some(crate::seal::batch::BatchSeal {
+                                batch: Arc::clone(batch),
+                                leaf_index: leaf_index - 1,
+                            })
+                        }
+                        _ => None,
+                    };
+                    let _ = done.send(Ok(Appended { index, seal }));
                 }
             }
             Err(err) => {
@@ -795,7 +870,7 @@ impl Writer {
                 self.stats
                     .failed
                     .store(true, std::sync::atomic::Ordering::Relaxed);
-                for (done, _, _) in pending {
+                for (done, _, _, _) in pending {
                     let _ = done.send(Err(AuditError::WriteFailed {
                         path: self.path.clone(),
                         source: Arc::clone(&source),
@@ -803,6 +878,37 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+/// A job of a batch being written: reply channel, index, leaf, response hash to seal.
+type Pending = (
+    oneshot::Sender<Result<Appended, AuditError>>,
+    u64,
+    [u8; 32],
+    Option<[u8; 32]>,
+);
+
+impl Writer {
+    /// One signature over the sealed responses of a durable batch and the log's head after
+    /// it; `None` when the batch holds none or the log has no batch signer.
+    fn sign_batch(
+        &self,
+        pending: &[Pending],
+        log_size: u64,
+        log_root: &[u8; 32],
+    ) -> Option<Arc<crate::seal::batch::SignedBatch>> {
+        let signer = self.batch_signer.as_deref()?;
+        let mut leaves = pending
+            .iter()
+            .filter_map(|(_, index, _, seal)| {
+                seal.map(|sha| crate::seal::batch::leaf(*index, &sha))
+            })
+            .peekable();
+        leaves.peek()?;
+        Some(Arc::new(crate::seal::batch::SignedBatch::sign(
+            leaves, log_size, log_root, signer,
+        )))
     }
 }
 
@@ -1279,6 +1385,84 @@ mod tests {
         assert_eq!(report.entries, 64);
         assert_eq!(report.root_hex, hex::encode(root));
         assert_eq!(reopened.append(entry(64)).await.unwrap(), 64);
+    }
+
+    /// Many responses appended at once through the group commit: each comes back with a batch
+    /// seal that verifies offline over the response, batches share one signature, and each
+    /// signed log head is a real head of the log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commits_seal_their_responses_once_per_batch() {
+        use crate::seal::{self, Alg};
+        for alg in Alg::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            let signer = seal::load_or_create(alg, &dir.path().join("key")).unwrap();
+            let log = Arc::new(
+                AuditLog::open_sealing(
+                    &dir.path().join("log"),
+                    DEFAULT_SEGMENT_MAX_BYTES,
+                    Some(Arc::clone(&signer)),
+                )
+                .unwrap(),
+            );
+            let mut tasks = Vec::new();
+            for i in 0..200u64 {
+                let log = Arc::clone(&log);
+                tasks.push(tokio::spawn(async move {
+                    let mut body = serde_json::json!({"meta": {"n": i}, "data": [i, "值"]});
+                    let mut sha = [0u8; 32];
+                    sha.copy_from_slice(digest(&SHA256, &seal::canonical_json(&body)).as_ref());
+                    if i % 5 == 0 {
+                        // Unsealed responses share the batches without taking a leaf.
+                        let index = log.append(entry(i)).await.unwrap();
+                        return (index, None);
+                    }
+                    let appended = log.append_sealed(entry(i), sha).await.unwrap();
+                    body["meta"]["audit_entry"] = serde_json::json!(appended.index);
+                    appended
+                        .seal
+                        .expect("a batch signer is set")
+                        .apply(&mut body);
+                    (appended.index, Some(body))
+                }));
+            }
+            let key = signer.verifying_key();
+            let mut signatures = HashSet::new();
+            let mut sealed = 0;
+            for t in tasks {
+                let (index, body) = t.await.unwrap();
+                let Some(body) = body else { continue };
+                sealed += 1;
+                seal::verify(&key, &body).unwrap();
+                let s = &body["seal"];
+                assert_eq!(s["alg"], alg.name());
+                signatures.insert(s["signature"].as_str().unwrap().to_string());
+                let log_size = s["log_size"].as_u64().unwrap();
+                assert!(index < log_size);
+                assert_eq!(
+                    s["log_root"].as_str().unwrap(),
+                    hex::encode(log.root_at(log_size).unwrap())
+                );
+                let mut forged = body.clone();
+                forged["data"][1] = serde_json::json!("改");
+                assert!(seal::verify(&key, &forged).is_err());
+            }
+            assert_eq!(sealed, 160);
+            let batches = log
+                .stats()
+                .batches
+                .load(std::sync::atomic::Ordering::Relaxed);
+            assert!(
+                signatures.len() as u64 <= batches,
+                "{} signatures for {batches} group commits",
+                signatures.len()
+            );
+        }
+        // Without a batch signer nothing is sealed by the log.
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        let appended = log.append_sealed(entry(0), [1; 32]).await.unwrap();
+        assert_eq!(appended.index, 0);
+        assert!(appended.seal.is_none());
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub struct TreeHead {
     pub time: String,
     /// Id of the signing key ([`seal::key_id_of`]).
     pub key_id: String,
-    /// Signature algorithm ("ed25519").
+    /// Signature algorithm ("ed25519" or "sm2-sm3").
     pub alg: String,
     /// Standard base64 signature over [`TreeHead::signed_message`].
     pub signature: String,
@@ -51,7 +51,7 @@ impl TreeHead {
             root,
             time,
             key_id: signer.key_id().to_string(),
-            alg: signer.alg().to_string(),
+            alg: signer.alg().name().to_string(),
             signature: BASE64_STANDARD.encode(signature),
         }
     }
@@ -81,33 +81,24 @@ pub fn tree_head_message(size: u64, root_hex: &str, time: &str) -> Vec<u8> {
     format!("{TREE_HEAD_CONTEXT}\n{size}\n{root_hex}\n{time}\n").into_bytes()
 }
 
-/// Checks a head's algorithm, key id, root and time formats and its signature against a raw
-/// Ed25519 public key. Says nothing about whether the root matches any log: see
+/// Checks a head's algorithm, key id, root and time formats and its signature against the
+/// broker's published key. Says nothing about whether the root matches any log: see
 /// [`super::verify_dir`] and the proofs for that.
-pub fn verify_tree_head(public_key: &[u8], head: &TreeHead) -> Result<(), AuditError> {
+pub fn verify_tree_head(public_key: &seal::PublicKey, head: &TreeHead) -> Result<(), AuditError> {
     let invalid = |reason: String| AuditError::InvalidTreeHead {
         size: head.size,
         reason,
     };
-    if head.alg != seal::ALG_ED25519 {
-        return Err(invalid(format!(
-            "algorithm {:?} is not supported (expected \"ed25519\")",
-            head.alg
-        )));
-    }
-    let expected = seal::key_id_of(public_key);
-    if head.key_id != expected {
-        return Err(invalid(format!(
-            "key id {} does not match the verifying key {expected}",
-            head.key_id
-        )));
-    }
+    public_key
+        .check_names(&head.alg, &head.key_id)
+        .map_err(|e| invalid(e.to_string()))?;
     head.root_bytes().map_err(invalid)?;
     check_time(&head.time).map_err(invalid)?;
     let signature = BASE64_STANDARD
         .decode(&head.signature)
         .map_err(|e| invalid(format!("signature is not base64: {e}")))?;
-    seal::verify_signature(public_key, &head.signed_message(), &signature)
+    public_key
+        .verify_signature(&head.signed_message(), &signature)
         .map_err(|_| invalid("signature does not verify (head altered or wrong key)".into()))
 }
 
@@ -165,7 +156,7 @@ pub(crate) fn check_heads(
     path: &Path,
     heads: &[(usize, TreeHead)],
     tree: &MerkleTree,
-    public_key: Option<&[u8]>,
+    public_key: Option<&seal::PublicKey>,
 ) -> Result<(), AuditError> {
     let mut previous: Option<(usize, &TreeHead, [u8; 32])> = None;
     for (line_no, head) in heads {
@@ -355,13 +346,14 @@ mod tests {
         let head = TreeHead::sign(42, &[0xab; 32], "2025-08-01T00:00:00Z".into(), &signer);
         assert_eq!(head.root, root);
         let signature = BASE64_STANDARD.decode(&head.signature).unwrap();
-        seal::verify_signature(
-            &signer.public_key(),
-            format!("sharebroker-tree-head-v1\n42\n{root}\n2025-08-01T00:00:00Z\n").as_bytes(),
-            &signature,
-        )
-        .unwrap();
-        verify_tree_head(&signer.public_key(), &head).unwrap();
+        signer
+            .verifying_key()
+            .verify_signature(
+                format!("sharebroker-tree-head-v1\n42\n{root}\n2025-08-01T00:00:00Z\n").as_bytes(),
+                &signature,
+            )
+            .unwrap();
+        verify_tree_head(&signer.verifying_key(), &head).unwrap();
     }
 
     #[tokio::test]
@@ -378,7 +370,7 @@ mod tests {
         assert_eq!(first.key_id, signer.key_id());
         assert_eq!(first.alg, "ed25519");
         assert!(first.time.ends_with('Z'), "{}", first.time);
-        verify_tree_head(&signer.public_key(), &first).unwrap();
+        verify_tree_head(&signer.verifying_key(), &first).unwrap();
         assert_eq!(log.publish_tree_head(&signer).unwrap(), first);
         assert_eq!(head_lines(dir.path()).len(), 1);
 
@@ -391,7 +383,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<TreeHead>(&lines[1]).unwrap(), second);
         drop(log);
 
-        let report = verify_dir(dir.path(), Some(&signer.public_key())).unwrap();
+        let report = verify_dir(dir.path(), Some(&signer.verifying_key())).unwrap();
         assert_eq!((report.entries, report.tree_heads), (8, 2));
         let log = AuditLog::open(dir.path()).unwrap();
         assert_eq!(log.latest_tree_head(), Some(second.clone()));
@@ -410,7 +402,7 @@ mod tests {
         append(&log, 1).await;
         log.publish_tree_head(&signer).unwrap();
         drop(log);
-        let report = verify_dir(dir.path(), Some(&signer.public_key())).unwrap();
+        let report = verify_dir(dir.path(), Some(&signer.verifying_key())).unwrap();
         assert_eq!(report.tree_heads, 2);
     }
 
@@ -498,9 +490,9 @@ mod tests {
         for (name, edit, line, needle, fails_without_key) in cases {
             let dir = tempfile::tempdir().unwrap();
             let signer = log_with_heads(dir.path()).await;
-            verify_dir(dir.path(), Some(&signer.public_key())).unwrap();
+            verify_dir(dir.path(), Some(&signer.verifying_key())).unwrap();
             rewrite_heads(dir.path(), edit);
-            let with_key = verify_dir(dir.path(), Some(&signer.public_key()));
+            let with_key = verify_dir(dir.path(), Some(&signer.verifying_key()));
             if line == 0 {
                 assert!(with_key.is_ok(), "{name}: dropping a head is allowed");
                 continue;
@@ -523,7 +515,7 @@ mod tests {
         let mut lines = head_lines(dir.path());
         lines.swap(1, 2);
         fs::write(dir.path().join(TREE_HEADS_FILE), lines.join("\n") + "\n").unwrap();
-        let err = verify_dir(dir.path(), Some(&signer.public_key())).unwrap_err();
+        let err = verify_dir(dir.path(), Some(&signer.verifying_key())).unwrap_err();
         assert_corrupt_line(err, 3, "smaller than the size 6 of the head on line 2");
         assert!(AuditLog::open(dir.path()).is_err());
     }
@@ -553,7 +545,7 @@ mod tests {
             }
         }
         fs::write(&path, out).unwrap();
-        let err = verify_dir(dir.path(), Some(&signer.public_key())).unwrap_err();
+        let err = verify_dir(dir.path(), Some(&signer.verifying_key())).unwrap_err();
         assert_corrupt_line(err, 1, "differs from the recomputed root");
         assert!(AuditLog::open(dir.path()).is_err());
     }
@@ -564,12 +556,12 @@ mod tests {
         let signer = log_with_heads(dir.path()).await;
         let other_dir = tempfile::tempdir().unwrap();
         let other = self::signer(other_dir.path());
-        let err = verify_dir(dir.path(), Some(&other.public_key())).unwrap_err();
+        let err = verify_dir(dir.path(), Some(&other.verifying_key())).unwrap_err();
         assert_corrupt_line(err, 1, "does not match the verifying key");
 
         let log = AuditLog::open(dir.path()).unwrap();
         let head = log.latest_tree_head().unwrap();
-        let pk = signer.public_key();
+        let pk = signer.verifying_key();
         let invalid = |h: &TreeHead| {
             let err = verify_tree_head(&pk, h).unwrap_err();
             assert!(matches!(err, AuditError::InvalidTreeHead { .. }), "{err}");
@@ -577,7 +569,10 @@ mod tests {
         };
         let mut h = head.clone();
         h.alg = "rsa".into();
-        assert!(invalid(&h).contains("not supported"));
+        assert!(invalid(&h).contains("\"rsa\" does not match the verifying key's"));
+        let mut h = head.clone();
+        h.alg = "sm2-sm3".into();
+        assert!(invalid(&h).contains("does not match the verifying key's (\"ed25519\")"));
         let mut h = head.clone();
         h.signature = "not base64!".into();
         assert!(invalid(&h).contains("not base64"));
@@ -602,7 +597,7 @@ mod tests {
         let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"size\":9,\"ro").unwrap();
         drop(f);
-        let report = verify_dir(dir.path(), Some(&signer.public_key())).unwrap();
+        let report = verify_dir(dir.path(), Some(&signer.verifying_key())).unwrap();
         assert_eq!(report.tree_heads, 3);
         let log = AuditLog::open(dir.path()).unwrap();
         assert_eq!(fs::read(&path).unwrap(), good);
@@ -611,7 +606,7 @@ mod tests {
         log.publish_tree_head(&signer).unwrap();
         drop(log);
         assert_eq!(
-            verify_dir(dir.path(), Some(&signer.public_key()))
+            verify_dir(dir.path(), Some(&signer.verifying_key()))
                 .unwrap()
                 .tree_heads,
             4
@@ -641,7 +636,7 @@ mod tests {
         let final_head = log.publish_tree_head(signer.as_ref()).unwrap();
         assert_eq!(final_head.size, 4);
         // Heads at whatever sizes the ticks saw, never shrinking, the last at 4.
-        let report = verify_dir(dir.path(), Some(&signer.public_key())).unwrap();
+        let report = verify_dir(dir.path(), Some(&signer.verifying_key())).unwrap();
         assert_eq!(report.tree_heads as usize, head_lines(dir.path()).len());
     }
 }

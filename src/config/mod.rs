@@ -163,6 +163,13 @@ pub struct Settings {
     pub store_retention: crate::store::Retention,
     /// How often a running broker looks for new table versions, in seconds.
     pub store_poll_interval_secs: u64,
+    /// Signature algorithm of seals and signed tree heads: Ed25519 (default) or SM2 with
+    /// SM3 (GB/T 32918.2, default user ID `1234567812345678`). Each has its own key file.
+    pub seal_algorithm: crate::seal::Alg,
+    /// One signature per audit group commit over the batch's Merkle root, each response
+    /// carrying its inclusion path (`batch`, default), or one signature per response
+    /// (`response`).
+    pub seal_mode: crate::seal::SealMode,
 }
 
 /// Oldest TLS version the listener accepts.
@@ -191,6 +198,8 @@ impl Default for Settings {
             insecure_plain_http: false,
             store_retention: crate::store::Retention::default(),
             store_poll_interval_secs: default_store_poll_interval_secs(),
+            seal_algorithm: crate::seal::Alg::Ed25519,
+            seal_mode: crate::seal::SealMode::Batch,
         }
     }
 }
@@ -262,8 +271,14 @@ impl Settings {
     pub fn applications_file(&self) -> PathBuf {
         self.data_dir.join("applications.jsonl")
     }
+    /// The private seal key of the configured algorithm (PKCS#8 PEM, 0600); the public key
+    /// is published beside it with the extension `.pub`.
     pub fn seal_key_file(&self) -> PathBuf {
-        self.data_dir.join("seal").join("seal-key.pk8")
+        let name = match self.seal_algorithm {
+            crate::seal::Alg::Ed25519 => "seal-key.pk8",
+            crate::seal::Alg::Sm2Sm3 => "seal-key-sm2.pk8",
+        };
+        self.data_dir.join("seal").join(name)
     }
 }
 
@@ -286,6 +301,8 @@ struct RawSettings {
     store_keep_versions: Option<toml::Spanned<i64>>,
     store_keep_days: Option<toml::Spanned<i64>>,
     store_poll_interval_secs: Option<toml::Spanned<i64>>,
+    seal_algorithm: Option<toml::Spanned<String>>,
+    seal_mode: Option<toml::Spanned<String>>,
 }
 
 impl Settings {
@@ -415,6 +432,30 @@ impl Settings {
                 )),
             }
         }
+        if let Some(v) = &raw.seal_algorithm {
+            match crate::seal::Alg::from_name(v.get_ref()) {
+                Some(alg) => s.seal_algorithm = alg,
+                None => errors.push(src.error_at(
+                    v.span(),
+                    "seal_algorithm",
+                    format!(
+                        "must be \"ed25519\" or \"sm2-sm3\", found {:?}",
+                        v.get_ref()
+                    ),
+                )),
+            }
+        }
+        if let Some(v) = &raw.seal_mode {
+            match v.get_ref().as_str() {
+                "batch" => s.seal_mode = crate::seal::SealMode::Batch,
+                "response" => s.seal_mode = crate::seal::SealMode::Response,
+                other => errors.push(src.error_at(
+                    v.span(),
+                    "seal_mode",
+                    format!("must be \"batch\" or \"response\", found {other:?}"),
+                )),
+            }
+        }
         if let Some(v) = &raw.listen {
             match v.get_ref().parse::<SocketAddr>() {
                 Ok(a) => s.listen = a,
@@ -502,6 +543,9 @@ mod tests {
         assert_eq!(s.http2_max_concurrent_streams, 50);
         assert_eq!(s.tls_min_version, TlsMinVersion::Tls12);
         assert!(s.insecure_plain_http);
+        assert_eq!(s.seal_algorithm, crate::seal::Alg::Sm2Sm3);
+        assert_eq!(s.seal_mode, crate::seal::SealMode::Response);
+        assert!(s.seal_key_file().ends_with("seal/seal-key-sm2.pk8"));
         // An empty file keeps every default.
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("empty.toml"), "").unwrap();
@@ -517,7 +561,7 @@ mod tests {
         let cases = [
             (
                 "wrong-unknown-key.toml",
-                "wrong-unknown-key.toml:2: unknown field `rate_limit_rps`, expected one of `listen`, `max_body_bytes`, `request_timeout_secs`, `tree_head_interval_secs`, `audit_segment_max_bytes`, `rate_limit_per_agency_rps`, `rate_limit_burst`, `max_header_bytes`, `http2_max_concurrent_streams`, `tls_min_version`, `insecure_plain_http`, `store_keep_versions`, `store_keep_days`, `store_poll_interval_secs`",
+                "wrong-unknown-key.toml:2: unknown field `rate_limit_rps`, expected one of `listen`, `max_body_bytes`, `request_timeout_secs`, `tree_head_interval_secs`, `audit_segment_max_bytes`, `rate_limit_per_agency_rps`, `rate_limit_burst`, `max_header_bytes`, `http2_max_concurrent_streams`, `tls_min_version`, `insecure_plain_http`, `store_keep_versions`, `store_keep_days`, `store_poll_interval_secs`, `seal_algorithm`, `seal_mode`",
             ),
             (
                 "wrong-rate-limit-per-agency-rps.toml",
@@ -550,6 +594,14 @@ mod tests {
             (
                 "wrong-listen.toml",
                 "wrong-listen.toml:1: listen: must be an address and port such as \"127.0.0.1:8443\", found \"localhost\"",
+            ),
+            (
+                "wrong-seal-algorithm.toml",
+                "wrong-seal-algorithm.toml:2: seal_algorithm: must be \"ed25519\" or \"sm2-sm3\", found \"sm2\"",
+            ),
+            (
+                "wrong-seal-mode.toml",
+                "wrong-seal-mode.toml:1: seal_mode: must be \"batch\" or \"response\", found \"per-request\"",
             ),
             (
                 "wrong-type.toml",

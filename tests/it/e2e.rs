@@ -24,7 +24,7 @@ struct Broker {
     other_pki: PathBuf,
     audit: Arc<AuditLog>,
     audit_dir: PathBuf,
-    signer_public: Vec<u8>,
+    signer_public: seal::PublicKey,
     applicants: Vec<(String, String)>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
@@ -34,6 +34,11 @@ struct Broker {
 /// A broker on generated data in a temporary directory, with the repo's
 /// policies and connectors, serving in this process on an ephemeral port.
 async fn start() -> Broker {
+    start_with(|s| s).await
+}
+
+/// [`start`] with settings changed by `tweak` (seal algorithm, seal mode).
+async fn start_with(tweak: impl FnOnce(Settings) -> Settings) -> Broker {
     let Prepared {
         dir,
         settings,
@@ -65,15 +70,15 @@ async fn start() -> Broker {
         "{unknown:?}"
     );
 
-    let settings = Settings {
+    let settings = tweak(Settings {
         tree_head_interval_secs: 1,
         // Slow request bodies are cut off after 2 s (408).
         request_timeout_secs: 2,
         ..settings
-    };
+    });
     let state = Arc::new(AppState::open(&settings).await.expect("state"));
     let audit = state.audit.clone();
-    let signer_public = state.signer.public_key();
+    let signer_public = state.signer.verifying_key();
     let tls = api::tls_config_from(&settings).expect("tls");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -300,6 +305,12 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
         Some(64)
     );
     seal::verify(&b.signer_public, &r.1).expect("the seal verifies");
+    // By default the seal is the audit group commit's: one Ed25519 signature over the
+    // batch's Merkle root and the log's head after it, this response's leaf and path.
+    assert_eq!(r.1["seal"]["type"], "batch", "{}", r.1["seal"]);
+    assert_eq!(r.1["seal"]["alg"], "ed25519");
+    check_batch_seal_head(&b, &r.1);
+    verify_offline_with_cli(&b, &r.1).await;
     let mut tampered = r.1.clone();
     tampered["data"]["fields"]["name"]["value"] = json!("someone else");
     assert!(
@@ -1030,6 +1041,128 @@ async fn lookups_through_mutual_tls_follow_case_policy_and_audit() {
         .await
         .expect("server stops")
         .expect("server task");
+}
+
+/// A batch seal's signed log head is a real head of the broker's audit log, and the
+/// response's entry lies within it.
+fn check_batch_seal_head(b: &Broker, body: &Value) {
+    let log_size = body["seal"]["log_size"].as_u64().expect("log_size");
+    let entry = receipt(body).index;
+    assert!(entry < log_size, "{}", body["seal"]);
+    assert_eq!(
+        body["seal"]["log_root"].as_str(),
+        Some(hex::encode(b.audit.root_at(log_size).expect("root at size")).as_str())
+    );
+}
+
+/// `sharebroker seal verify` accepts the response with the key the broker serves at
+/// /v1/seal/key, and refuses it once altered, naming why.
+async fn verify_offline_with_cli(b: &Broker, body: &Value) {
+    let r = call(b, &b.pki, "xj-mzt", "GET", "/v1/seal/key", None)
+        .await
+        .expect("seal key");
+    assert_eq!(r.0, 200, "{}", r.1);
+    let published = seal::parse_public_key_file(r.1["key"].as_str().expect("key")).expect("key");
+    assert_eq!(published, b.signer_public);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("seal-key.json");
+    std::fs::write(&key, r.1.to_string()).expect("write key");
+    let run = |doc: &Value| {
+        let path = dir.path().join("response.json");
+        std::fs::write(&path, doc.to_string()).expect("write response");
+        std::process::Command::new(env!("CARGO_BIN_EXE_sharebroker"))
+            .args(["seal", "verify", "--key"])
+            .arg(&key)
+            .arg(&path)
+            .output()
+            .expect("run sharebroker seal verify")
+    };
+    let ok = run(body);
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success() && stdout.starts_with("seal ok"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(stdout.contains(b.signer_public.alg().name()), "{stdout}");
+    let mut altered = body.clone();
+    altered["data"]["altered"] = json!(true);
+    let bad = run(&altered);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "an altered response verifies");
+    assert!(stderr.contains("does not verify"), "{stderr}");
+}
+
+/// SM2/SM3 seals (batch form), and per-response Ed25519 seals, from real responses: each
+/// verifies offline with the published key, through the library and the CLI; the signed
+/// tree heads use the configured algorithm too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seals_in_sm2_and_per_response_modes() {
+    let modes = [
+        (seal::Alg::Sm2Sm3, seal::SealMode::Batch),
+        (seal::Alg::Ed25519, seal::SealMode::Response),
+    ];
+    for (alg, mode) in modes {
+        let mut b = start_with(|s| Settings {
+            seal_algorithm: alg,
+            seal_mode: mode,
+            ..s
+        })
+        .await;
+        assert_eq!(b.signer_public.alg(), alg);
+        let (id1, _) = b.applicants[0].clone();
+        let case = json!({ "case_id": "MZ-S-1", "service_item": "XJ-MZ-0201", "officer": "mz-007", "applicants": [{ "id_number": id1 }] });
+        let r = post(&b, "xj-mzt", "/v1/cases", case).await;
+        assert_eq!(r.0, 201, "{}", r.1);
+        let lookup = json!({ "subject": { "id_number": id1 }, "dataset": "population" });
+        let r = post(&b, "xj-mzt", "/v1/cases/MZ-S-1/lookup", lookup).await;
+        assert_eq!(r.0, 200, "{}", r.1);
+        let prefill = post(&b, "xj-mzt", "/v1/cases/MZ-S-1/prefill", json!({})).await;
+        assert_eq!(prefill.0, 200, "{}", prefill.1);
+        for body in [&r.1, &prefill.1] {
+            assert_eq!(body["seal"]["alg"], alg.name(), "{}", body["seal"]);
+            match mode {
+                seal::SealMode::Batch => {
+                    assert_eq!(body["seal"]["type"], "batch");
+                    check_batch_seal_head(&b, body);
+                }
+                seal::SealMode::Response => assert!(body["seal"].get("type").is_none()),
+            }
+            seal::verify(&b.signer_public, body).expect("the seal verifies");
+            let mut tampered = body.clone();
+            tampered["meta"]["dataset_version"] = json!(999);
+            assert!(seal::verify(&b.signer_public, &tampered).is_err());
+            verify_offline_with_cli(&b, body).await;
+        }
+        // The broker's tree heads are signed with the same key and algorithm.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let head = loop {
+            let r = call(&b, &b.pki, "xj-gjj", "GET", "/v1/audit/tree-head", None)
+                .await
+                .expect("tree head");
+            assert_eq!(r.0, 200, "{}", r.1);
+            if let Ok(head) = serde_json::from_value::<audit::TreeHead>(r.1["tree_head"].clone()) {
+                break head;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no tree head: {}",
+                r.1
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(head.alg, alg.name());
+        audit::verify_tree_head(&b.signer_public, &head).expect("the head verifies");
+
+        let _ = b.stop.take().map(|s| s.send(()));
+        tokio::time::timeout(Duration::from_secs(15), &mut b.server)
+            .await
+            .expect("server stops")
+            .expect("server task");
+        let report = audit::verify_dir(&b.audit_dir, Some(&b.signer_public))
+            .expect("the log and its heads verify with the published key");
+        assert!(report.tree_heads > 0);
+    }
 }
 
 /// A lookup whose body never finishes arriving: the head says 64 bytes,
