@@ -19,60 +19,19 @@ mod common;
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use arrow_array::{Array, RecordBatch, StringArray};
 use criterion::{Criterion, Throughput};
 
-use sharebroker::catalog::{Catalog, SubjectKind};
-use sharebroker::config::Settings;
-use sharebroker::datagen::{GenOptions, generate};
+use sharebroker::catalog::SubjectKind;
 use sharebroker::ingest::{COL_KEY, Golden};
 use sharebroker::store::{LoadedTable, TableStore};
 
-use common::{env_or, status_mib};
+use common::{env_or, prepared_store as prepared, status_mib};
 
 const CHILD_ENV: &str = "STORE_LOOKUP_BENCH_LOAD";
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
-
-/// A data directory with `persons` generated and pulled, reused if present.
-fn prepared(persons: usize) -> Settings {
-    let base: PathBuf = std::env::var("BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("/var/tmp/sharebroker-bench"));
-    let settings = Settings {
-        policies_dir: repo("policies"),
-        connectors_dir: repo("connectors"),
-        data_dir: base.join(format!("store-{persons}")),
-        ..Settings::default()
-    };
-    let done = settings.data_dir.join("pulled");
-    if done.exists() {
-        return settings;
-    }
-    let _ = std::fs::remove_dir_all(&settings.data_dir);
-    eprintln!(
-        "preparing {persons} persons in {} (once)",
-        settings.data_dir.display()
-    );
-    let t = Instant::now();
-    generate(&GenOptions {
-        out_dir: settings.sources_dir(),
-        persons,
-        seed: 2021,
-        progress: false,
-    })
-    .expect("gen");
-    Catalog::load(&settings.policies_dir).expect("catalogue");
-    sharebroker::pull::run_configured(&settings, &[], false).expect("pull");
-    std::fs::write(&done, b"").expect("marker");
-    eprintln!("prepared in {:.1?}", t.elapsed());
-    settings
-}
 
 /// In a fresh process: load the person table, report time and memory.
 fn child_load(store_dir: &Path) {
