@@ -626,9 +626,11 @@ impl ChannelWriter {
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES + 4096));
         let frame = Ok(Frame::data(Bytes::from(chunk)));
         // This runs on a blocking thread, never a runtime worker.
+        // The timer is made inside `block_on`, in the runtime's context.
+        let (stall, tx) = (self.stall, &self.tx);
         let sent = self
             .runtime
-            .block_on(tokio::time::timeout(self.stall, self.tx.send(frame)));
+            .block_on(async { tokio::time::timeout(stall, tx.send(frame)).await });
         let stop = match sent {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(_)) => ExportError::ClientGone,
@@ -950,10 +952,10 @@ fn produce(
         HeaderName::from_static(SEAL_TRAILER),
         HeaderValue::from_str(&value).expect("base64url is a valid header value"),
     );
-    match runtime.block_on(tokio::time::timeout(
-        stall,
-        tx.send(Ok(Frame::trailers(trailers))),
-    )) {
+    let sent = runtime.block_on(async {
+        tokio::time::timeout(stall, tx.send(Ok(Frame::trailers(trailers)))).await
+    });
+    match sent {
         Ok(Ok(())) => tracing::info!(
             audit_entry,
             dataset = %p.dataset,
