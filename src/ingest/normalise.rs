@@ -733,7 +733,9 @@ pub fn address_area(raw: &str) -> Option<&'static Area> {
     let by_first = counties_by_first_char();
     // Only a county's first occurrence counts (as `str::find` would).
     let mut seen = [0u64; AREA_SLOTS / 64];
-    let mut best: Option<(&'static Area, (bool, usize, std::cmp::Reverse<usize>))> = None;
+    // (area, (prefecture not named before it, position, longest first))
+    type Ranked = (&'static Area, (bool, usize, std::cmp::Reverse<usize>));
+    let mut best: Option<Ranked> = None;
     for (pos, c) in addr.char_indices() {
         let Ok(at) = by_first.binary_search_by_key(&c, |(first, _)| *first) else {
             continue;

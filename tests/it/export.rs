@@ -297,7 +297,7 @@ async fn exports_stream_granted_fields_masked_sealed_and_audited() {
         if last[key.as_str()] != i {
             continue;
         }
-        let row = table.row(&key).expect("row of a stored key");
+        let row = table.row(key).expect("row of a stored key");
         let cell = |f: &str| row.get(&format!("population.{f}"));
         let values = [
             cell("id_number").map(|v| mask(MaskKind::IdNumber, v)),
