@@ -1129,6 +1129,65 @@ mod tests {
     }
 
     #[test]
+    fn rows_are_selected_by_area_and_by_having_an_exported_value() {
+        use arrow_array::StringArray;
+        let schema = Arc::new(Schema::new(vec![
+            ArrowField::new("key", DataType::Utf8, true),
+            ArrowField::new("d.a", DataType::Utf8, true),
+            ArrowField::new("d.b", DataType::Utf8, true),
+        ]));
+        let col = |v: Vec<Option<&str>>| Arc::new(StringArray::from(v)) as ArrayRef;
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                col(vec![
+                    Some("650102x"),
+                    Some("653101x"),
+                    Some("650103x"),
+                    None,
+                    Some("650102x"),
+                ]),
+                col(vec![Some("1"), Some("2"), None, Some("4"), Some("5")]),
+                col(vec![None, Some("b"), None, Some("d"), None]),
+            ],
+        )
+        .expect("batch");
+        let manifest = crate::store::Manifest {
+            table: "t".into(),
+            version: 1,
+            created_at: "2026-11-27T00:00:00.000Z".into(),
+            rows: 5,
+            columns: vec![],
+            files: vec![],
+            meta: Default::default(),
+        };
+        let table = LoadedTable::new(manifest, vec![batch], "key").expect("table");
+        let out = |name: &str, position| OutColumn {
+            name: name.into(),
+            position,
+            access: Access::Clear,
+        };
+        let rows = |cols: &[OutColumn], prefix: Option<&str>| {
+            let (bits, n) = select_rows(&table, cols, Some(0), SubjectKind::Person, prefix);
+            let set: Vec<usize> = (0..table.rows())
+                .filter(|r| bits[r / 64] & (1 << (r % 64)) != 0)
+                .collect();
+            assert_eq!(set.len() as u64, n);
+            set
+        };
+        let both = [out("a", 1), out("b", 2)];
+        // Row 0 is replaced by row 4 (same key); row 2 has no value; row 3 no key.
+        assert_eq!(rows(&both, None), vec![1, 4]);
+        assert_eq!(rows(&both, Some("6501")), vec![4]);
+        assert_eq!(rows(&both, Some("6531")), vec![1]);
+        assert_eq!(
+            rows(&[out("b", 2)], None),
+            vec![1],
+            "a value in an exported field"
+        );
+    }
+
+    #[test]
     fn te_trailers_is_recognised_among_other_codings() {
         let mut h = HeaderMap::new();
         assert!(!accepts_trailers(&h));
