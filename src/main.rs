@@ -325,12 +325,17 @@ enum PolicyCommand {
 #[derive(Subcommand)]
 enum SealCommand {
     /// Verify a response saved as JSON against the broker's published key: either seal form
-    /// (per response or per audit batch), Ed25519 or SM2/SM3, offline.
+    /// (per response or per audit batch), Ed25519 or SM2/SM3, offline. With --body, an
+    /// export: RESPONSE is then its seal (the `x-sharebroker-seal` trailer's value, a header
+    /// dump holding it such as `curl -D`, or the decoded JSON).
     Verify {
         /// The published key file (from GET /v1/seal/key or <data-dir>/seal/seal-key.pub).
         #[arg(long)]
         key: PathBuf,
-        /// The saved response body.
+        /// The saved export body (Arrow IPC stream or Parquet) the seal covers.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// The saved response body, or with --body the export's seal.
         response: PathBuf,
     },
 }
@@ -737,7 +742,42 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Seal {
-            command: SealCommand::Verify { key, response },
+            command:
+                SealCommand::Verify {
+                    key,
+                    body: Some(body),
+                    response,
+                },
+        } => {
+            let public = read_public_key(key)?;
+            let text = std::fs::read_to_string(response)
+                .with_context(|| format!("reading {}", response.display()))?;
+            let seal = sharebroker::api::export::parse_export_seal(&text)
+                .with_context(|| format!("reading the export seal in {}", response.display()))?;
+            let mut file =
+                std::fs::File::open(body).with_context(|| format!("reading {}", body.display()))?;
+            let doc = sharebroker::api::export::verify_export_seal(&public, &seal, &mut file)
+                .with_context(|| format!("verifying {}", body.display()))?;
+            let e = &doc["export"];
+            println!(
+                "export seal ok: {} rows, {} bytes of `{}` version {} ({}), audit entry {}, policy {}",
+                e["rows"],
+                e["bytes"],
+                e["dataset"].as_str().unwrap_or("?"),
+                e["dataset_version"],
+                e["format"].as_str().unwrap_or("?"),
+                doc["meta"]["audit_entry"],
+                doc["meta"]["policy_version"].as_str().unwrap_or("?")
+            );
+            Ok(())
+        }
+        Command::Seal {
+            command:
+                SealCommand::Verify {
+                    key,
+                    body: None,
+                    response,
+                },
         } => {
             let public = read_public_key(key)?;
             let doc: serde_json::Value = serde_json::from_slice(

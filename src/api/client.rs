@@ -186,6 +186,27 @@ impl MtlsClient {
         headers: &[(&str, &str)],
         body: Option<Bytes>,
     ) -> Result<(u16, hyper::HeaderMap, Bytes), ClientError> {
+        let resp = self.send(method, path, headers, body).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Request(e.to_string()))?
+            .to_bytes();
+        Ok((status, headers, bytes))
+    }
+
+    /// Send one request; the response as it arrives, its body (and any
+    /// trailers) still to be read: for streamed exports.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Bytes>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         self.sender
             .ready()
             .await
@@ -204,19 +225,9 @@ impl MtlsClient {
         let req = req
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| ClientError::Request(e.to_string()))?;
-        let resp = self
-            .sender
+        self.sender
             .send_request(req)
             .await
-            .map_err(|e| ClientError::Request(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Request(e.to_string()))?
-            .to_bytes();
-        Ok((status, headers, bytes))
+            .map_err(|e| ClientError::Request(e.to_string()))
     }
 }

@@ -4,6 +4,7 @@
 //! answered; data responses are sealed.
 
 pub mod client;
+pub mod export;
 mod limits;
 mod metrics;
 pub mod openapi;

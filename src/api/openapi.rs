@@ -306,6 +306,19 @@ pub fn check_response(
         .get(media)
         .ok_or_else(|| format!("{what}: content type {media:?} not declared"))?;
     let schema = declared.get("schema").unwrap_or(&Value::Bool(true));
+    if !media.starts_with("text/") && media != "application/json" {
+        // A binary body (an export's Arrow or Parquet): the document can
+        // only declare it as such; its content is checked by decoding it.
+        let binary = schema.get("type") == Some(&Value::from("string"))
+            && schema.get("format") == Some(&Value::from("binary"));
+        return if binary {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what}: {media} is a binary body, declared as something else"
+            ))
+        };
+    }
     let instance = if media == "application/json" {
         serde_json::from_slice(body).map_err(|e| format!("{what}: body is not JSON: {e}"))?
     } else {
@@ -315,6 +328,46 @@ pub fn check_response(
         )
     };
     validate(doc, schema, &instance).map_err(|errors| format!("{what}: {}", errors.join("; ")))
+}
+
+/// Check a response's headers against `doc`: every header the response
+/// declares `required` is present, and one declared as an integer holds
+/// one. (Content type and body: [`check_response`].)
+pub fn check_response_headers(
+    doc: &Value,
+    method: &str,
+    path: &str,
+    status: u16,
+    headers: &hyper::HeaderMap,
+) -> Result<(), String> {
+    let path = path.split('?').next().unwrap_or(path);
+    let op =
+        path_template(doc, path).and_then(|t| doc["paths"][t].get(method.to_ascii_lowercase()));
+    let responses = match op {
+        Some(op) => &op["responses"],
+        None => &doc["x-unmatched-responses"]["responses"],
+    };
+    let Some(response) = responses.get(status.to_string()).map(|r| deref(doc, r)) else {
+        return Ok(()); // an undeclared status is check_response's to report
+    };
+    let mut errors = Vec::new();
+    for (name, h) in response["headers"].as_object().into_iter().flatten() {
+        let value = headers.get(name.as_str()).and_then(|v| v.to_str().ok());
+        match value {
+            None if h["required"] == Value::Bool(true) => {
+                errors.push(format!("header `{name}` is required"))
+            }
+            Some(v) if h["schema"]["type"] == "integer" && v.parse::<u64>().is_err() => {
+                errors.push(format!("header `{name}`: {v:?} is not an integer"))
+            }
+            _ => {}
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{method} {path} → {status}: {}", errors.join("; ")))
+    }
 }
 
 /// Every schema in `doc` (component schemas, request bodies, responses):
@@ -650,6 +703,50 @@ mod tests {
                 e.to_string().as_bytes()
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn binary_bodies_and_declared_headers_are_checked() {
+        let doc = document();
+        let path = "/v1/exports/population";
+        let arrow = "application/vnd.apache.arrow.stream";
+        assert!(check_response(doc, "GET", path, 200, arrow, &[0xff, 0xff, 0, 1]).is_ok());
+        assert!(check_response(doc, "GET", path, 200, "application/x-ndjson", b"{}").is_err());
+        assert!(
+            check_response(doc, "GET", "/v1/cases", 200, arrow, &[0xff]).is_err(),
+            "not declared for a JSON route"
+        );
+        let mut h = hyper::HeaderMap::new();
+        for name in [
+            "x-sharebroker-audit-entry",
+            "x-sharebroker-dataset-version",
+            "x-sharebroker-rows",
+        ] {
+            h.insert(name, hyper::header::HeaderValue::from_static("7"));
+        }
+        for name in [
+            "x-sharebroker-dataset",
+            "x-sharebroker-policy-version",
+            "x-sharebroker-grant",
+            "x-sharebroker-purpose",
+            "x-sharebroker-fields",
+            "x-sharebroker-withheld",
+            "trailer",
+        ] {
+            h.insert(name, hyper::header::HeaderValue::from_static("x"));
+        }
+        assert_eq!(check_response_headers(doc, "GET", path, 200, &h), Ok(()));
+        h.insert(
+            "x-sharebroker-rows",
+            hyper::header::HeaderValue::from_static("many"),
+        );
+        h.remove("x-sharebroker-grant");
+        let e = check_response_headers(doc, "GET", path, 200, &h).unwrap_err();
+        assert!(e.contains("`x-sharebroker-grant` is required"), "{e}");
+        assert!(
+            e.contains("`x-sharebroker-rows`: \"many\" is not an integer"),
+            "{e}"
         );
     }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::Utc;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -37,7 +37,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -113,6 +113,15 @@ impl From<CaseError> for ApiError {
     }
 }
 
+/// The body of every response: a whole JSON (or text) body, or an
+/// export's stream.
+pub type ResponseBody = Either<Full<Bytes>, super::export::ExportBody>;
+
+/// An error answered without an audit entry (the audit log failed).
+pub(super) fn error_response(e: &ApiError) -> Response<ResponseBody> {
+    json_response(e.status, &error_body(e)).map(Either::Left)
+}
+
 /// What a route produced: status, JSON body, whether to seal it.
 struct Reply {
     status: StatusCode,
@@ -151,7 +160,7 @@ pub async fn handle(
     state: Arc<AppState>,
     caller: Arc<Caller>,
     req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let route = route_template(req.uri().path());
     let resp = answer(&state, &caller, req, &route).await;
@@ -292,15 +301,22 @@ fn ready(state: &AppState) -> Response<Full<Bytes>> {
     }
 }
 
+/// What a request came to before the tail: a JSON reply, or an export
+/// ready to stream (its audit entry not yet written).
+enum Answered {
+    Reply(Reply),
+    Export(super::export::Prepared),
+}
+
 async fn answer(
     state: &Arc<AppState>,
     caller: &Caller,
     req: Request<Incoming>,
     route: &str,
-) -> Response<Full<Bytes>> {
+) -> Response<ResponseBody> {
     let method = req.method().clone();
     if let Some(r) = operations_route(state, &method, req.uri().path()) {
-        return r;
+        return r.map(Either::Left);
     }
     // Rate limit per agency, before any work: a 429 is not audited (the
     // audit log must not be the way to flood the broker), only counted.
@@ -315,7 +331,7 @@ async fn answer(
         );
         let mut r = json_response(e.status, &error_body(&e));
         r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
-        return r;
+        return r.map(Either::Left);
     }
     let mut entry = AuditEntry {
         time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -347,12 +363,20 @@ async fn answer(
             // is still arriving, the client was slow (408); otherwise the
             // broker was (503).
             let reading_body = AtomicBool::new(false);
-            match tokio::time::timeout(
-                state.request_timeout,
-                dispatch(state, caller, req, &mut entry, &reading_body),
-            )
-            .await
-            {
+            let export = super::export::dataset_of(&method, req.uri().path()).map(str::to_string);
+            let work = async {
+                match &export {
+                    Some(dataset) => {
+                        super::export::prepare(state, caller, &req, dataset, &mut entry)
+                            .await
+                            .map(Answered::Export)
+                    }
+                    None => dispatch(state, caller, req, &mut entry, &reading_body)
+                        .await
+                        .map(Answered::Reply),
+                }
+            };
+            match tokio::time::timeout(state.request_timeout, work).await {
                 Ok(r) => r,
                 Err(_) if reading_body.load(Ordering::Relaxed) => Err(ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
@@ -368,7 +392,11 @@ async fn answer(
         }
     };
     let (status, mut body, sealed) = match result {
-        Ok(r) => {
+        // Exports write their audit entry and stream on their own.
+        Ok(Answered::Export(prepared)) => {
+            return super::export::respond(state, prepared, entry).await;
+        }
+        Ok(Answered::Reply(r)) => {
             entry.decision = "allow".into();
             (r.status, r.body, r.sealed)
         }
@@ -405,8 +433,7 @@ async fn answer(
         Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "audit append failed: refusing to serve");
-            let e = audit_unavailable();
-            return json_response(e.status, &error_body(&e));
+            return error_response(&audit_unavailable());
         }
     };
     match body.get_mut("meta") {
@@ -425,7 +452,7 @@ async fn answer(
             HeaderValue::from_static("OfficerToken header=\"x-officer-token\""),
         );
     }
-    r
+    r.map(Either::Left)
 }
 
 /// The route with ids replaced, for the audit log: never a raw path, which
@@ -451,6 +478,7 @@ fn route_template(path: &str) -> String {
             r @ ("health" | "ready" | "metrics" | "openapi.json"),
         ] => format!("/v1/{r}"),
         ["", "v1", "seal", "key"] => "/v1/seal/key".to_string(),
+        ["", "v1", "exports", _] => super::export::ROUTE.to_string(),
         ["", "v1", "applications", _, v @ ("approve" | "refuse")] => {
             format!("/v1/applications/{{id}}/{v}")
         }
@@ -533,7 +561,7 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
 }
 
 /// Run blocking work (fsync, file scans) off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
@@ -560,7 +588,7 @@ fn require_auditor(agency: &Agency) -> Result<(), ApiError> {
 }
 
 /// The refusal when the audit log cannot be written: fail closed.
-fn audit_unavailable() -> ApiError {
+pub(super) fn audit_unavailable() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "audit_unavailable",
@@ -568,7 +596,7 @@ fn audit_unavailable() -> ApiError {
     )
 }
 
-fn require_agency(caller: &Caller) -> Result<&Agency, ApiError> {
+pub(super) fn require_agency(caller: &Caller) -> Result<&Agency, ApiError> {
     caller.agency.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -687,7 +715,8 @@ async fn dispatch(
             | ["", "v1", "audit", "report" | "anomalies" | "tree-head"]
             | ["", "v1", "audit", "proof", "inclusion" | "consistency"]
             | ["", "v1", "health" | "ready" | "metrics" | "openapi.json"]
-            | ["", "v1", "seal", "key"],
+            | ["", "v1", "seal", "key"]
+            | ["", "v1", "exports", _],
         ) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -1147,7 +1176,7 @@ async fn prefill(
 }
 
 /// Decode `%XX` escapes and `+` in a query value; bad escapes stay as text.
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -7,36 +7,38 @@ use crate::catalog::MaskKind;
 const STAR: char = '*';
 
 /// Keep `head` characters and `tail` characters, star the rest.
-fn keep_ends(value: &str, head: usize, tail: usize) -> String {
-    let chars: Vec<char> = value.chars().collect();
-    if chars.len() <= head + tail {
-        return chars.iter().map(|_| STAR).collect();
+fn keep_ends(value: &str, head: usize, tail: usize, out: &mut String) {
+    let n = value.chars().count();
+    if n <= head + tail {
+        out.extend(std::iter::repeat_n(STAR, n));
+        return;
     }
-    chars
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| {
-            if i < head || i >= chars.len() - tail {
-                c
-            } else {
-                STAR
-            }
-        })
-        .collect()
+    for (i, c) in value.chars().enumerate() {
+        out.push(if i < head || i >= n - tail { c } else { STAR });
+    }
 }
 
 /// The masked form of a value.
 pub fn mask(kind: MaskKind, value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    mask_into(kind, value, &mut out);
+    out
+}
+
+/// Append the masked form of a value to `out`: what [`mask`] returns,
+/// without allocating (bulk exports mask millions of cells).
+pub fn mask_into(kind: MaskKind, value: &str, out: &mut String) {
     match kind {
-        MaskKind::IdNumber => keep_ends(value, 6, 4),
-        MaskKind::Phone => keep_ends(value, 3, 4),
+        MaskKind::IdNumber => keep_ends(value, 6, 4, out),
+        MaskKind::Phone => keep_ends(value, 3, 4, out),
         MaskKind::Name => {
             // 买买提·艾力 → 买**·**: keep the first character and every dot.
-            value
-                .chars()
-                .enumerate()
-                .map(|(i, c)| if i == 0 || c == '\u{b7}' { c } else { STAR })
-                .collect()
+            out.extend(
+                value
+                    .chars()
+                    .enumerate()
+                    .map(|(i, c)| if i == 0 || c == '\u{b7}' { c } else { STAR }),
+            );
         }
         MaskKind::Address => {
             // Keep the address up to the county-level area it names, known
@@ -44,12 +46,12 @@ pub fn mask(kind: MaskKind, value: &str) -> String {
             // building, so an address naming no known county is hidden.
             let cut = crate::ingest::normalise::address_area(value)
                 .and_then(|area| value.find(area.county).map(|at| at + area.county.len()));
-            match cut {
-                Some(end) => format!("{}****", &value[..end]),
-                None => "****".to_string(),
+            if let Some(end) = cut {
+                out.push_str(&value[..end]);
             }
+            out.push_str("****");
         }
-        MaskKind::Full => "****".to_string(),
+        MaskKind::Full => out.push_str("****"),
     }
 }
 
@@ -93,8 +95,12 @@ mod tests {
             ),
             (MaskKind::Full, "已婚", "****"),
         ];
+        let mut out = String::from("prefix:");
         for (kind, value, want) in cases {
             assert_eq!(mask(*kind, value), *want, "{kind:?} {value}");
+            out.truncate("prefix:".len());
+            mask_into(*kind, value, &mut out);
+            assert_eq!(out, format!("prefix:{want}"), "appends: {kind:?} {value}");
         }
     }
 }

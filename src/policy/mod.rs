@@ -173,11 +173,17 @@ pub fn valid_area_prefix(prefix: &str) -> bool {
 /// The area code in a subject's identifier: the first six digits of a
 /// resident ID number, characters 3–8 of a unified social credit code.
 pub fn subject_area(subject: &Applicant) -> &str {
-    let range = match subject.kind {
+    key_area(subject.kind, &subject.key)
+}
+
+/// [`subject_area`] of a subject key of `kind` (bulk exports filter rows
+/// by it without building an [`Applicant`]).
+pub fn key_area(kind: crate::catalog::SubjectKind, key: &str) -> &str {
+    let range = match kind {
         crate::catalog::SubjectKind::Person => 0..6,
         crate::catalog::SubjectKind::Organisation => 2..8,
     };
-    subject.key.get(range).unwrap_or("")
+    key.get(range).unwrap_or("")
 }
 
 /// The calendar date in Xinjiang's offices (China Standard Time, UTC+8),

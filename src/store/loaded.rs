@@ -428,6 +428,84 @@ impl LoadedTable {
         self.collided.get(key).map(|&g| self.row_at(g))
     }
 
+    /// Whether row `row` (a position below [`LoadedTable::rows`]) is the
+    /// one a lookup of its key answers: false for a row with no key and
+    /// for one a later row of the same key replaced. Bulk reads (exports)
+    /// walk positions and skip the rest, so they serve what lookups serve.
+    pub fn serves_row(&self, row: usize) -> bool {
+        if self.len == self.rows() {
+            // Every row holds a distinct key: nothing to skip.
+            return true;
+        }
+        let global = row as u32;
+        match self.row_at(global).get_at(self.key_column) {
+            None => false,
+            Some(k) => {
+                self.index.get(&key_hash(k)) == Some(&global)
+                    || self.collided.get(k) == Some(&global)
+            }
+        }
+    }
+
+    /// The cells of `columns` (positions, strictly ascending) of row `row`
+    /// into `out` (as long as `columns`; `None` for null): one pass over
+    /// the row's packed bytes that stops after the last column asked for
+    /// and decodes only the cells asked for. For bulk reads that visit
+    /// every row without building a [`Row`].
+    pub fn cells_into<'a>(&'a self, row: usize, columns: &[usize], out: &mut [Option<&'a str>]) {
+        debug_assert_eq!(columns.len(), out.len());
+        let cells = cells_of(&self.data, &self.row_starts, row as u32);
+        let (mut pos, mut col, mut want) = (0usize, 0usize, 0usize);
+        // The last cell that holds its own value (not SAME_AS_PREVIOUS).
+        let mut held = (0usize, 0usize);
+        while want < columns.len() && pos < cells.len() {
+            let at = pos;
+            let tag = cells[pos];
+            pos += 1;
+            match tag {
+                INLINE => {
+                    let n = get_varint(cells, &mut pos) as usize;
+                    pos += n;
+                }
+                INTERNED => {
+                    get_varint(cells, &mut pos);
+                }
+                _ => {}
+            }
+            if tag != SAME_AS_PREVIOUS {
+                held = (at, col);
+            }
+            if columns[want] == col {
+                out[want] = self.cell_value(cells, held.0, held.1);
+                want += 1;
+            }
+            col += 1;
+        }
+        for o in &mut out[want..] {
+            *o = None;
+        }
+    }
+
+    /// The value of the cell whose tag is at `at` in `cells`, of column `col`.
+    fn cell_value<'a>(&'a self, cells: &'a [u8], at: usize, col: usize) -> Option<&'a str> {
+        let mut pos = at + 1;
+        match cells[at] {
+            INLINE => {
+                let n = get_varint(cells, &mut pos) as usize;
+                // Every inline value was a `&str` when stored.
+                std::str::from_utf8(&cells[pos..pos + n]).ok()
+            }
+            INTERNED => {
+                let id = get_varint(cells, &mut pos) as usize;
+                self.dictionaries[col]
+                    .as_ref()
+                    .and_then(|d| d.values.get(id))
+                    .map(|v| v.as_ref())
+            }
+            _ => None,
+        }
+    }
+
     /// The position of a column.
     pub fn column(&self, name: &str) -> Option<usize> {
         self.columns.get(name).copied()
@@ -581,6 +659,49 @@ mod tests {
         // Per row: the key inline (6 bytes), a 2-byte reference, a 1-byte
         // "same as previous", and the number column.
         assert!(t.data.len() < 1000 * 16, "{}", t.data.len());
+    }
+
+    #[test]
+    fn bulk_reads_see_the_rows_and_cells_lookups_see() {
+        let t = LoadedTable::new(
+            manifest(),
+            vec![
+                batch(&["a", "b"], &[Some("1"), None]),
+                batch(&["c", "a"], &[Some("3"), Some("4")]),
+            ],
+            "key",
+        )
+        .expect("index");
+        let served: Vec<usize> = (0..t.rows()).filter(|&r| t.serves_row(r)).collect();
+        assert_eq!(served, vec![1, 2, 3], "the first `a` was replaced");
+        let mut out = [None; 3];
+        for r in 0..t.rows() {
+            t.cells_into(r, &[0, 2, 3], &mut out);
+            let row = t.row_at(r as u32);
+            assert_eq!(
+                out,
+                [row.get_at(0), row.get_at(2), row.get_at(3)],
+                "row {r}"
+            );
+        }
+        t.cells_into(3, &[1, 2], &mut out[..2]);
+        assert_eq!(
+            out[..2],
+            [Some("4"), Some("4")],
+            "same as the previous cell"
+        );
+        let mut one = [None];
+        t.cells_into(1, &[1], &mut one);
+        assert_eq!(one, [None], "null");
+        t.cells_into(0, &[9], &mut one);
+        assert_eq!(one, [None], "past the last column");
+        let unique = LoadedTable::new(
+            manifest(),
+            vec![batch(&["a", "b"], &[Some("1"), None])],
+            "key",
+        )
+        .expect("index");
+        assert!((0..unique.rows()).all(|r| unique.serves_row(r)));
     }
 
     #[test]

@@ -122,4 +122,9 @@ pub fn check_openapi(
             String::from_utf8_lossy(body)
         );
     }
+    if let Err(e) =
+        openapi::check_response_headers(openapi::document(), method, path, status, headers)
+    {
+        panic!("response headers do not match the OpenAPI document: {e}");
+    }
 }

@@ -5,6 +5,7 @@
 mod connectors;
 mod crash;
 mod e2e;
+mod export;
 mod fixture;
 mod http_json;
 #[cfg(feature = "postgres")]
