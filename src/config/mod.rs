@@ -262,6 +262,9 @@ impl Settings {
     pub fn applications_file(&self) -> PathBuf {
         self.data_dir.join("applications.jsonl")
     }
+    pub fn corrections_file(&self) -> PathBuf {
+        self.data_dir.join("corrections.jsonl")
+    }
     pub fn seal_key_file(&self) -> PathBuf {
         self.data_dir.join("seal").join("seal-key.pk8")
     }
