@@ -402,7 +402,7 @@ mod tests {
     fn texts_are_trimmed_and_bounded() {
         assert_eq!(text("  户口簿  ", "reason").expect("ok"), "户口簿");
         for bad in ["", "   ", &"字".repeat(MAX_TEXT_CHARS + 1)] {
-            let e = text(bad, "reason").err().expect("refused");
+            let e = text(bad, "reason").expect_err("refused");
             assert_eq!(
                 (e.status, e.code),
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")

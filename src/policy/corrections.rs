@@ -134,7 +134,7 @@ pub struct Correction {
 #[serde(tag = "op", rename_all = "snake_case")]
 enum JournalLine {
     File {
-        correction: Correction,
+        correction: Box<Correction>,
     },
     Decide {
         id: String,
@@ -209,7 +209,7 @@ fn replay(bytes: &[u8]) -> Result<BTreeMap<String, Correction>, String> {
             .map_err(|e| format!("line {line_no}: {e}"))?
         {
             JournalLine::File { correction } => {
-                all.insert(correction.id.clone(), correction);
+                all.insert(correction.id.clone(), *correction);
             }
             JournalLine::Decide {
                 id,
@@ -400,7 +400,7 @@ impl CorrectionBook {
         self.append(
             journal,
             &JournalLine::File {
-                correction: correction.clone(),
+                correction: Box::new(correction.clone()),
             },
         )?;
         let key = correction.filed.subject.key.clone();
