@@ -265,7 +265,26 @@ pub enum Verdict {
 
 struct Inner {
     all: BTreeMap<String, Correction>,
+    /// Subject key → ids of its corrections, oldest first.
+    by_subject: HashMap<String, Vec<String>>,
     journal: Appender,
+}
+
+impl Inner {
+    fn new(all: BTreeMap<String, Correction>, journal: Appender) -> Inner {
+        let mut by_subject: HashMap<String, Vec<String>> = HashMap::new();
+        for c in all.values() {
+            by_subject
+                .entry(c.filed.subject.key.clone())
+                .or_default()
+                .push(c.id.clone());
+        }
+        Inner {
+            all,
+            by_subject,
+            journal,
+        }
+    }
 }
 
 /// All corrections, their journal and the index responses read.
@@ -307,30 +326,28 @@ impl CorrectionBook {
         let journal = Appender::open(path).map_err(|e| err(e.to_string()))?;
         let book = CorrectionBook {
             path: path.to_path_buf(),
-            inner: Mutex::new(Inner { all, journal }),
+            inner: Mutex::new(Inner::new(all, journal)),
             index: RwLock::new(HashMap::new()),
             indexed: AtomicUsize::new(0),
         };
         let inner = book.inner.lock().expect("correction book lock poisoned");
-        let subjects: Vec<String> = inner
-            .all
-            .values()
-            .filter(|c| applies(c))
-            .map(|c| c.filed.subject.key.clone())
-            .collect();
-        for key in subjects {
-            book.reindex(&inner.all, &key, &[]);
+        for key in inner.by_subject.keys() {
+            book.reindex(&inner, key, &[]);
         }
         drop(inner);
         Ok(book)
     }
 
-    /// Rebuild the index entry of one subject from `all`, leaving out the
-    /// corrections named in `superseded`.
-    fn reindex(&self, all: &BTreeMap<String, Correction>, key: &str, superseded: &[String]) {
-        let disputes: Vec<Dispute> = all
-            .values()
-            .filter(|c| c.filed.subject.key == key && applies(c) && !superseded.contains(&c.id))
+    /// Rebuild the index entry of one subject, leaving out the corrections
+    /// named in `superseded`.
+    fn reindex(&self, inner: &Inner, key: &str, superseded: &[String]) {
+        let disputes: Vec<Dispute> = inner
+            .by_subject
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| inner.all.get(id))
+            .filter(|c| applies(c) && !superseded.contains(&c.id))
             .map(dispute)
             .collect();
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
@@ -375,15 +392,16 @@ impl CorrectionBook {
         now: DateTime<Utc>,
     ) -> Result<Correction, CorrectionError> {
         let mut guard = self.inner.lock().expect("correction book lock poisoned");
-        let Inner { all, journal } = &mut *guard;
-        if let Some(open) = all.values().find(|c| {
-            c.state == State::Open
-                && c.filed.field == new.field
-                && c.filed.subject.key == new.subject.key
+        // Every open correction is in the index (written under this lock).
+        if let Some(open) = self.disputes(&new.subject.key).and_then(|ds| {
+            ds.iter()
+                .find(|d| d.state == State::Open && d.field == new.field)
+                .map(|d| d.correction.clone())
         }) {
-            return Err(CorrectionError::AlreadyOpen(open.id.clone()));
+            return Err(CorrectionError::AlreadyOpen(open));
         }
-        let id = format!("CR-{:06}", all.len() + 1);
+        let inner = &mut *guard;
+        let id = format!("CR-{:06}", inner.all.len() + 1);
         let correction = Correction {
             stored_digest: value_digest(&id, stored_value),
             id,
@@ -398,14 +416,19 @@ impl CorrectionBook {
             fixed_in_version: None,
         };
         self.append(
-            journal,
+            &mut inner.journal,
             &JournalLine::File {
                 correction: Box::new(correction.clone()),
             },
         )?;
         let key = correction.filed.subject.key.clone();
-        all.insert(correction.id.clone(), correction.clone());
-        self.reindex(all, &key, &[]);
+        inner
+            .by_subject
+            .entry(key.clone())
+            .or_default()
+            .push(correction.id.clone());
+        inner.all.insert(correction.id.clone(), correction.clone());
+        self.reindex(inner, &key, &[]);
         Ok(correction)
     }
 
@@ -421,8 +444,9 @@ impl CorrectionBook {
         now: DateTime<Utc>,
     ) -> Result<Correction, CorrectionError> {
         let mut guard = self.inner.lock().expect("correction book lock poisoned");
-        let Inner { all, journal } = &mut *guard;
-        let c = all
+        let inner = &mut *guard;
+        let c = inner
+            .all
             .get(id)
             .ok_or_else(|| CorrectionError::NotFound(id.to_string()))?;
         match verdict {
@@ -461,8 +485,11 @@ impl CorrectionBook {
             fixed_value: fixed_value.clone(),
             version: None,
         };
-        self.append(journal, &line)?;
-        let c = all.get_mut(id).expect("checked above, under the lock");
+        self.append(&mut inner.journal, &line)?;
+        let c = inner
+            .all
+            .get_mut(id)
+            .expect("checked above, under the lock");
         c.state = state;
         c.decided_by = Some(agency.to_string());
         c.decided_officer = officer;
@@ -470,7 +497,7 @@ impl CorrectionBook {
         c.decision_reason = reason;
         c.fixed_value = fixed_value;
         let (c, key) = (c.clone(), c.filed.subject.key.clone());
-        self.reindex(all, &key, &[]);
+        self.reindex(inner, &key, &[]);
         Ok(c)
     }
 
@@ -494,11 +521,11 @@ impl CorrectionBook {
         current: impl Fn(&Correction) -> Option<Current>,
     ) -> Result<Vec<String>, CorrectionError> {
         let mut guard = self.inner.lock().expect("correction book lock poisoned");
-        let Inner { all, journal } = &mut *guard;
+        let inner = &mut *guard;
         let mut fixed = Vec::new();
         let mut superseded = Vec::new();
         let mut touched = Vec::new();
-        for c in all.values().filter(|c| applies(c)) {
+        for c in inner.all.values().filter(|c| applies(c)) {
             let Some(now_served) = current(c) else {
                 continue;
             };
@@ -532,8 +559,8 @@ impl CorrectionBook {
                 fixed_value: None,
                 version: Some(version),
             };
-            self.append(journal, &line)?;
-            let c = all.get_mut(&id).expect("found above, under the lock");
+            self.append(&mut inner.journal, &line)?;
+            let c = inner.all.get_mut(&id).expect("found above, under the lock");
             c.state = State::Fixed;
             c.decided_by = Some(owner);
             c.decided_officer = None;
@@ -554,7 +581,7 @@ impl CorrectionBook {
         touched.sort();
         touched.dedup();
         for key in touched {
-            self.reindex(all, &key, &superseded);
+            self.reindex(inner, &key, &superseded);
         }
         Ok(closed)
     }
