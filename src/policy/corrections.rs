@@ -26,7 +26,9 @@ pub enum CorrectionError {
     Journal { path: PathBuf, reason: String },
     #[error("there is no correction `{0}`")]
     NotFound(String),
-    #[error("this value is already disputed by correction `{0}`, still open")]
+    #[error(
+        "this value is already disputed by correction `{0}` (open, or fixed at source and not yet pulled)"
+    )]
     AlreadyOpen(String),
     #[error("correction `{id}` is routed to `{owner}`, the field's owning agency: only it decides")]
     NotOwner { id: String, owner: String },
@@ -384,7 +386,8 @@ impl CorrectionBook {
 
     /// File a dispute of `stored_value` (the stored, unmasked value served
     /// now): durable when this returns. One open correction per subject and
-    /// field.
+    /// field; a value its owner has fixed at source, still served until the
+    /// next pull, is not disputed again.
     pub fn file(
         &self,
         new: NewCorrection,
@@ -395,7 +398,11 @@ impl CorrectionBook {
         // Every open correction is in the index (written under this lock).
         if let Some(open) = self.disputes(&new.subject.key).and_then(|ds| {
             ds.iter()
-                .find(|d| d.state == State::Open && d.field == new.field)
+                .find(|d| {
+                    d.field == new.field
+                        && (d.state == State::Open
+                            || (d.state == State::Fixed && d.covers(stored_value)))
+                })
                 .map(|d| d.correction.clone())
         }) {
             return Err(CorrectionError::AlreadyOpen(open));
@@ -756,6 +763,11 @@ mod tests {
             marked(&book, "population.name", "买买提·艾力"),
             Some((third.id.clone(), State::Fixed))
         );
+        // Fixed at source but still served: not disputed again.
+        assert!(matches!(
+            book.file(new("population.name", "xj-gjj"), "买买提·艾力", now),
+            Err(CorrectionError::AlreadyOpen(id)) if id == third.id
+        ));
         assert_eq!(book.for_agency("xj-gat", None, 100).len(), 3);
         assert_eq!(book.for_agency("xj-gjj", None, 100).len(), 1);
         assert_eq!(book.for_agency("xj-gat", Some(State::Open), 100).len(), 0);

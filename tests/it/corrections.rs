@@ -441,12 +441,13 @@ async fn corrections_are_filed_marked_routed_decided_and_kept() {
     .await;
     assert_eq!(addr["access"], "masked");
     let masked = addr["value"].as_str().expect("address").to_string();
+    let address_dispute = json!({ "subject": { "id_number": id2 }, "dataset": "population", "field": "household_address",
+                "disputed_value": masked, "reason": "申请人已迁居" });
     let filed = post(
         &r,
         "wlmq-zwfw",
         "/v1/cases/ZW-CR-1/corrections",
-        json!({ "subject": { "id_number": id2 }, "dataset": "population", "field": "household_address",
-                "disputed_value": masked, "reason": "申请人已迁居" }),
+        address_dispute.clone(),
     )
     .await;
     assert_eq!(filed.0, 201, "{}", filed.1);
@@ -498,6 +499,18 @@ async fn corrections_are_filed_marked_routed_decided_and_kept() {
     );
     assert_eq!(addr["disputed"]["correction"], mid.as_str());
     assert_eq!(addr["disputed"]["state"], "fixed");
+    // Fixed at source, not yet pulled: the same value is not disputed again.
+    refused(
+        &post(
+            &r,
+            "wlmq-zwfw",
+            "/v1/cases/ZW-CR-1/corrections",
+            address_dispute,
+        )
+        .await,
+        409,
+        "already_disputed",
+    );
 
     // The housing fund disputes a marital status; a later registration at
     // civil affairs (the owner) is pulled, and the correction closes itself.
