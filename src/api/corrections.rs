@@ -317,6 +317,12 @@ pub(super) async fn decide(
     body: Decision,
     entry: &mut AuditEntry,
 ) -> Result<Reply, ApiError> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(invalid(
+            "a correction id is ASCII letters, digits and `-`, such as `CR-000001`",
+        ));
+    }
     let reason = body
         .reason
         .as_deref()

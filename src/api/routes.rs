@@ -646,7 +646,6 @@ async fn dispatch(
                 verb @ ("confirm" | "fix" | "withdraw"),
             ],
         ) => {
-            valid_case_id(id)?;
             let (id, verb) = (id.to_string(), verb.to_string());
             let body: corrections::Decision = read_json(req, limit, reading).await?;
             corrections::decide(state, &agency, &id, &verb, body, entry).await

@@ -330,6 +330,22 @@ async fn corrections_are_filed_marked_routed_decided_and_kept() {
         404,
         "correction_not_found",
     );
+    refused(
+        &post(
+            &r,
+            "xj-gat",
+            "/v1/corrections/CR%20%2F1/confirm",
+            json!({ "reason": "x" }),
+        )
+        .await,
+        422,
+        "invalid_request",
+    );
+    refused(
+        &call(&r, "xj-gat", "GET", &decide("confirm"), None).await,
+        405,
+        "method_not_allowed",
+    );
     let routed = corrections_of(&get(&r, "xj-gat", "/v1/corrections?state=open").await);
     assert_eq!(routed.len(), 1);
     assert_eq!(routed[0]["id"], cid.as_str());
