@@ -133,6 +133,12 @@ enum Command {
         #[command(subcommand)]
         command: ResolveCommand,
     },
+    /// Disputed values (Article 17 corrections), read from the journal
+    /// beside a running broker.
+    Corrections {
+        #[command(subcommand)]
+        command: CorrectionsCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -217,6 +223,25 @@ enum ResolveCommand {
         links: PathBuf,
         #[arg(long, default_value = "person")]
         kind: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CorrectionsCommand {
+    /// Corrections, oldest first: routed to an owning agency, filed by an agency, in a state.
+    List {
+        /// open, confirmed, fixed or withdrawn.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only those routed to this agency (the field's owner).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only those filed by this agency.
+        #[arg(long)]
+        filed_by: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -558,6 +583,53 @@ fn audit_command(s: &Settings, command: &AuditCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn corrections_command(s: &Settings, command: &CorrectionsCommand) -> anyhow::Result<()> {
+    use sharebroker::policy::corrections::{self, State};
+    let CorrectionsCommand::List {
+        state,
+        owner,
+        filed_by,
+        json,
+    } = command;
+    let state = state
+        .as_deref()
+        .map(|v| {
+            State::parse(v)
+                .with_context(|| format!("--state {v:?}: one of open, confirmed, fixed, withdrawn"))
+        })
+        .transpose()?;
+    let path = s.corrections_file();
+    let all = corrections::read(&path)?;
+    let found = all.iter().filter(|c| {
+        state.is_none_or(|st| c.state == st)
+            && owner.as_ref().is_none_or(|o| &c.filed.owner == o)
+            && filed_by.as_ref().is_none_or(|a| &c.filed.agency == a)
+    });
+    let mut n = 0;
+    for c in found {
+        n += 1;
+        if *json {
+            println!("{}", serde_json::to_string(c)?);
+        } else {
+            println!(
+                "{}  {:<9} {}  {:<32} owner {:<10} filed by {:<10} {}  {}",
+                c.id,
+                c.state.as_str(),
+                c.filed_at.format("%Y-%m-%d %H:%M"),
+                c.filed.field,
+                c.filed.owner,
+                c.filed.agency,
+                c.filed.subject.key,
+                c.decision_reason.as_deref().unwrap_or(&c.filed.reason),
+            );
+        }
+    }
+    if !*json && n == 0 {
+        println!("no corrections match ({})", path.display());
+    }
+    Ok(())
+}
+
 fn settings(cli: &Cli) -> anyhow::Result<Settings> {
     let s = Settings {
         policies_dir: cli.policies.clone(),
@@ -827,6 +899,7 @@ fn main() -> anyhow::Result<()> {
         Command::Store { command } => store_command(&s, command),
         Command::Review { command } => review_command(&s, command),
         Command::Resolve { command } => resolve_command(&s, command),
+        Command::Corrections { command } => corrections_command(&s, command),
     }
 }
 

@@ -33,6 +33,7 @@ use crate::ingest::{COL_KEY, Golden};
 use crate::policy::PolicySet;
 use crate::policy::applications::ApplicationBook;
 use crate::policy::cases::CaseBook;
+use crate::policy::corrections::CorrectionBook;
 use crate::seal::{SealMode, Signer};
 use crate::store::{LoadedTable, TableStore, load_latest_good};
 
@@ -47,6 +48,8 @@ pub enum StartError {
     Cases(#[from] crate::policy::cases::CaseError),
     #[error(transparent)]
     Applications(#[from] crate::policy::applications::ApplicationError),
+    #[error(transparent)]
+    Corrections(#[from] crate::policy::corrections::CorrectionError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
     #[error(transparent)]
@@ -104,7 +107,7 @@ impl AppState {
                 source,
             },
         )?;
-        Ok(AppState {
+        let state = AppState {
             catalog,
             policy: RwLock::new(Arc::new(policy)),
             policies_dir: s.policies_dir.clone(),
@@ -115,6 +118,7 @@ impl AppState {
             reloading: tokio::sync::Mutex::new(()),
             applications,
             cases: CaseBook::open(&s.cases_file())?,
+            corrections: Arc::new(CorrectionBook::open(&s.corrections_file())?),
             tables: RwLock::new(Arc::new(tables)),
             store,
             store_poll: Duration::from_secs(s.store_poll_interval_secs.max(1)),
@@ -132,7 +136,10 @@ impl AppState {
             metrics: metrics::Metrics::default(),
             request_timeout: Duration::from_secs(s.request_timeout_secs),
             tree_head_every: Duration::from_secs(s.tree_head_interval_secs.max(1)),
-        })
+        };
+        // Versions pulled while the broker was down may carry fixes.
+        state.settle_corrections().await;
+        Ok(state)
     }
 }
 
@@ -188,6 +195,8 @@ pub struct AppState {
     reloading: tokio::sync::Mutex<()>,
     pub applications: ApplicationBook,
     pub cases: CaseBook,
+    /// Disputed values (Article 17) and the index responses mark them by.
+    pub corrections: Arc<CorrectionBook>,
     /// Golden tables by subject kind; swapped whole when a new version
     /// loads. std RwLock: held only to clone or replace the Arc.
     tables: RwLock<Arc<Tables>>,
@@ -345,7 +354,49 @@ impl AppState {
                 Err(e) => tracing::error!(table, error = %e, "table reload panicked"),
             }
         }
+        if !changed.is_empty() {
+            self.settle_corrections().await;
+        }
         changed
+    }
+
+    /// Hold the corrections against the golden tables served now: an open
+    /// one whose field now serves a new value from its owner closes as
+    /// fixed; a fix that has arrived stops being marked. Journal writes
+    /// fsync, so this runs off the async workers; a failure is logged and
+    /// retried with the next version (the corrections stay as they were).
+    pub async fn settle_corrections(&self) {
+        let (tables, book) = (self.tables(), self.corrections.clone());
+        let settled = tokio::task::spawn_blocking(move || {
+            book.settle(chrono::Utc::now(), |c| {
+                let table = tables.get(&c.filed.subject.kind)?;
+                let row = table.row(&c.filed.subject.key);
+                let cell = |suffix: &str| {
+                    row.as_ref()
+                        .and_then(|r| r.get(&format!("{}{suffix}", c.filed.field)))
+                        .map(str::to_string)
+                };
+                Some(crate::policy::corrections::Current {
+                    value: cell(""),
+                    source: cell(crate::ingest::SUFFIX_SOURCE),
+                    version: table.manifest.version,
+                })
+            })
+        })
+        .await;
+        match settled {
+            Ok(Ok(closed)) if !closed.is_empty() => {
+                tracing::info!(
+                    closed = closed.len(),
+                    "corrections closed as fixed by a new version from their owner"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot settle corrections against the new version")
+            }
+            Err(e) => tracing::error!(error = %e, "settling corrections panicked"),
+        }
     }
 
     /// The policy in force: a snapshot, consistent for a whole request.

@@ -25,6 +25,9 @@ use crate::policy::{Access, Refusal, authorize_lookup, authorize_prefill, mask::
 use crate::seal;
 use crate::store::{LoadedTable, Row};
 
+#[path = "corrections.rs"]
+mod corrections;
+
 /// A refused or failed request: status, stable code, clear message.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -465,12 +468,12 @@ fn route_template(path: &str) -> String {
             "v1",
             "cases",
             _,
-            action @ ("close" | "lookup" | "prefill"),
+            action @ ("close" | "lookup" | "prefill" | "corrections"),
         ] => format!("/v1/cases/{{case}}/{action}"),
         [
             "",
             "v1",
-            r @ ("cases" | "catalog" | "audit" | "applications"),
+            r @ ("cases" | "catalog" | "audit" | "applications" | "corrections"),
         ] => format!("/v1/{r}"),
         [
             "",
@@ -481,6 +484,15 @@ fn route_template(path: &str) -> String {
         ["", "v1", "exports", _] => super::export::ROUTE.to_string(),
         ["", "v1", "applications", _, v @ ("approve" | "refuse")] => {
             format!("/v1/applications/{{id}}/{v}")
+        }
+        [
+            "",
+            "v1",
+            "corrections",
+            _,
+            v @ ("confirm" | "fix" | "withdraw"),
+        ] => {
+            format!("/v1/corrections/{{id}}/{v}")
         }
         [
             "",
@@ -657,6 +669,28 @@ async fn dispatch(
             let body: Prefill = read_json(req, limit, reading).await?;
             prefill(state, &agency, &id, body, entry).await
         }
+        (Method::POST, ["", "v1", "cases", id, "corrections"]) => {
+            valid_case_id(id)?;
+            entry.case_id = Some(id.to_string());
+            let id = id.to_string();
+            let body: corrections::FileCorrection = read_json(req, limit, reading).await?;
+            corrections::file(state, &agency, &id, body, entry).await
+        }
+        (Method::GET, ["", "v1", "corrections"]) => corrections::list(state, &agency, &query),
+        (
+            Method::POST,
+            [
+                "",
+                "v1",
+                "corrections",
+                id,
+                verb @ ("confirm" | "fix" | "withdraw"),
+            ],
+        ) => {
+            let (id, verb) = (id.to_string(), verb.to_string());
+            let body: corrections::Decision = read_json(req, limit, reading).await?;
+            corrections::decide(state, &agency, &id, &verb, body, entry).await
+        }
         (Method::POST, ["", "v1", "applications"]) => {
             let body: Apply = read_json(req, limit, reading).await?;
             apply(state, &agency, body, entry).await
@@ -708,7 +742,15 @@ async fn dispatch(
             _,
             ["", "v1", "catalog"]
             | ["", "v1", "cases"]
-            | ["", "v1", "cases", _, "close" | "lookup" | "prefill"]
+            | [
+                "",
+                "v1",
+                "cases",
+                _,
+                "close" | "lookup" | "prefill" | "corrections",
+            ]
+            | ["", "v1", "corrections"]
+            | ["", "v1", "corrections", _, "confirm" | "fix" | "withdraw"]
             | ["", "v1", "audit"]
             | ["", "v1", "applications"]
             | ["", "v1", "applications", _, "approve" | "refuse"]
@@ -1032,9 +1074,17 @@ async fn lookup(
     })?;
     let mut fields = serde_json::Map::new();
     let mut rules = BTreeSet::new();
+    let disputes = state.corrections.disputes(&subject.key);
     for (name, access, rule) in authorized.granted() {
         let qualified = format!("{}.{name}", dataset.id);
-        fields.insert(name.clone(), field_json(&row, &qualified, *access));
+        let mut value = field_json(&row, &qualified, *access);
+        corrections::mark_disputed(
+            &mut value,
+            disputes.as_ref(),
+            &qualified,
+            row.get(&qualified),
+        );
+        fields.insert(name.clone(), value);
         // Only values that were there count as released.
         if row.get(&qualified).is_some() {
             record_served(entry, &qualified, *access);
@@ -1107,6 +1157,7 @@ async fn prefill(
     let tables = state.tables();
     let loaded = table(&tables, subject.kind)?;
     let row = loaded.row(&subject.key);
+    let disputes = state.corrections.disputes(&subject.key);
     let mut materials = Vec::new();
     let mut must_supply = Vec::new();
     let mut rules = BTreeSet::new();
@@ -1129,7 +1180,10 @@ async fn prefill(
             };
             match row.as_ref().filter(|r| r.get(&f.qualified).is_some()) {
                 Some(r) => {
-                    fields.insert(f.qualified.clone(), field_json(r, &f.qualified, *access));
+                    let mut value = field_json(r, &f.qualified, *access);
+                    let stored = r.get(&f.qualified);
+                    corrections::mark_disputed(&mut value, disputes.as_ref(), &f.qualified, stored);
+                    fields.insert(f.qualified.clone(), value);
                     record_served(entry, &f.qualified, *access);
                     rules.insert(rule.clone());
                 }

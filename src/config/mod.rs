@@ -271,6 +271,9 @@ impl Settings {
     pub fn applications_file(&self) -> PathBuf {
         self.data_dir.join("applications.jsonl")
     }
+    pub fn corrections_file(&self) -> PathBuf {
+        self.data_dir.join("corrections.jsonl")
+    }
     /// The private seal key of the configured algorithm (PKCS#8 PEM, 0600); the public key
     /// is published beside it with the extension `.pub`.
     pub fn seal_key_file(&self) -> PathBuf {

@@ -6,6 +6,7 @@
 
 pub mod applications;
 pub mod cases;
+pub mod corrections;
 pub mod mask;
 pub mod steward;
 

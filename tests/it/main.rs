@@ -3,6 +3,7 @@
 
 #[cfg(all(feature = "postgres", feature = "mysql"))]
 mod connectors;
+mod corrections;
 mod crash;
 mod e2e;
 mod export;
