@@ -1,6 +1,7 @@
 //! Ingest: normalise pulled rows field by field (raw kept beside the
-//! normalised value), resolve subjects by exact identifier, and merge one
-//! golden record per subject with per-field provenance. Rejects go to
+//! normalised value), resolve subjects by exact identifier and, for person
+//! records whose ID number fails validation, probabilistically (`link`),
+//! and merge one golden record per subject with per-field provenance. Rejects go to
 //! quarantine, disagreements between agencies become data-quality findings.
 //! Pure: batches in, batches out, no I/O (architecture invariant 8).
 

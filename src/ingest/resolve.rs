@@ -1,9 +1,13 @@
 //! Resolve: merge normalised records into one golden record per subject.
-//! Records are linked by exact, valid identifier only, so two different
-//! valid ID numbers are never merged (architecture invariant 5). Per field,
-//! the authoritative agency's value wins, then the most recent; a losing
-//! value from another agency that disagrees becomes a data-quality finding.
-//! Subject ids are stable: a key seen before keeps its id.
+//! Records with a valid identifier merge on it; a person record whose ID
+//! number fails validation is linked to one subject by the model in
+//! [`super::link`], sent to review, or quarantined. Two different valid ID
+//! numbers are never merged automatically (architecture invariant 5): only
+//! a steward's merge does that. Per field, the authoritative agency's value
+//! wins, then the most recent, over every value the subject's records give;
+//! a value from another agency that disagrees with the winner becomes a
+//! data-quality finding. Subject ids are stable: a key seen before keeps
+//! its id, and a merged id redirects.
 
 use std::collections::HashMap;
 use std::sync::Arc;
