@@ -22,6 +22,34 @@ pub fn complete_lines(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
         .filter(|(_, l)| !l.is_empty())
 }
 
+/// Open the journal at `path` (creating its directory): `replay` parses
+/// its complete lines first, so a journal that does not parse is left as it
+/// is; then a torn last line (a crash mid-write, never acknowledged) is cut
+/// off and the file is opened for appending. `what` names the journal in
+/// the warning about a torn line.
+pub fn open_replayed<T>(
+    path: &Path,
+    what: &str,
+    replay: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<(T, Appender), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e.to_string()),
+    };
+    let replayed = replay(&bytes)?;
+    let good = complete_len(&bytes);
+    if good < bytes.len() {
+        tracing::warn!(path = %path.display(), torn_bytes = bytes.len() - good, "cutting the torn last line of the {what}");
+        truncate(path, good as u64).map_err(|e| e.to_string())?;
+    }
+    let appender = Appender::open(path).map_err(|e| e.to_string())?;
+    Ok((replayed, appender))
+}
+
 /// Cut a file to `len` bytes, durably.
 pub fn truncate(path: &Path, len: u64) -> io::Result<()> {
     let f = OpenOptions::new().write(true).open(path)?;

@@ -165,24 +165,11 @@ pub struct ApplicationBook {
 impl ApplicationBook {
     /// Open the journal, replaying every complete line (a torn tail is cut).
     pub fn open(path: &Path) -> Result<ApplicationBook, ApplicationError> {
-        let err = |reason: String| ApplicationError::Journal {
-            path: path.to_path_buf(),
-            reason,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        }
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(err(e.to_string())),
-        };
-        let apps = replay(&bytes).map_err(err)?;
-        let good = journal::complete_len(&bytes);
-        if good < bytes.len() {
-            journal::truncate(path, good as u64).map_err(|e| err(e.to_string()))?;
-        }
-        let appender = Appender::open(path).map_err(|e| err(e.to_string()))?;
+        let (apps, appender) = journal::open_replayed(path, "application journal", replay)
+            .map_err(|reason| ApplicationError::Journal {
+                path: path.to_path_buf(),
+                reason,
+            })?;
         Ok(ApplicationBook {
             path: path.to_path_buf(),
             inner: Mutex::new((apps, appender)),

@@ -91,38 +91,27 @@ impl CaseBook {
     /// crash mid-write, never acknowledged) is cut off; a complete line that
     /// does not parse is an error naming it.
     pub fn open(path: &Path) -> Result<CaseBook, CaseError> {
-        let err = |reason: String| CaseError::Journal {
+        let (cases, appender) = journal::open_replayed(path, "case journal", |bytes| {
+            let mut cases = HashMap::new();
+            for (line_no, line) in journal::complete_lines(bytes) {
+                match serde_json::from_slice::<JournalLine>(line) {
+                    Ok(JournalLine::Open { case }) => {
+                        cases.insert((case.agency.clone(), case.id.clone()), case);
+                    }
+                    Ok(JournalLine::Close { agency, id, at }) => {
+                        if let Some(c) = cases.get_mut(&(agency, id)) {
+                            c.closed_at = Some(at);
+                        }
+                    }
+                    Err(e) => return Err(format!("line {line_no}: {e}")),
+                }
+            }
+            Ok(cases)
+        })
+        .map_err(|reason| CaseError::Journal {
             path: path.to_path_buf(),
             reason,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        }
-        let mut cases = HashMap::new();
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(err(e.to_string())),
-        };
-        for (line_no, line) in journal::complete_lines(&bytes) {
-            match serde_json::from_slice::<JournalLine>(line) {
-                Ok(JournalLine::Open { case }) => {
-                    cases.insert((case.agency.clone(), case.id.clone()), case);
-                }
-                Ok(JournalLine::Close { agency, id, at }) => {
-                    if let Some(c) = cases.get_mut(&(agency, id)) {
-                        c.closed_at = Some(at);
-                    }
-                }
-                Err(e) => return Err(err(format!("line {line_no}: {e}"))),
-            }
-        }
-        let good = journal::complete_len(&bytes);
-        if good < bytes.len() {
-            tracing::warn!(path = %path.display(), torn_bytes = bytes.len() - good, "cutting the torn last line of the case journal");
-            journal::truncate(path, good as u64).map_err(|e| err(e.to_string()))?;
-        }
-        let appender = Appender::open(path).map_err(|e| err(e.to_string()))?;
+        })?;
         Ok(CaseBook {
             path: path.to_path_buf(),
             cases: RwLock::new(cases),

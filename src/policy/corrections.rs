@@ -307,25 +307,13 @@ impl CorrectionBook {
     /// crash mid-write, never acknowledged) is cut off; a complete line that
     /// does not parse is an error naming it.
     pub fn open(path: &Path) -> Result<CorrectionBook, CorrectionError> {
-        let err = |reason: String| CorrectionError::Journal {
-            path: path.to_path_buf(),
-            reason,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        }
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(err(e.to_string())),
-        };
-        let all = replay(&bytes).map_err(err)?;
-        let good = journal::complete_len(&bytes);
-        if good < bytes.len() {
-            tracing::warn!(path = %path.display(), torn_bytes = bytes.len() - good, "cutting the torn last line of the correction journal");
-            journal::truncate(path, good as u64).map_err(|e| err(e.to_string()))?;
-        }
-        let journal = Appender::open(path).map_err(|e| err(e.to_string()))?;
+        let (all, journal) =
+            journal::open_replayed(path, "correction journal", replay).map_err(|reason| {
+                CorrectionError::Journal {
+                    path: path.to_path_buf(),
+                    reason,
+                }
+            })?;
         let book = CorrectionBook {
             path: path.to_path_buf(),
             inner: Mutex::new(Inner::new(all, journal)),
