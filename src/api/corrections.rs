@@ -11,7 +11,10 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, Reply, SubjectRef, blocking, commitment, invalid, record_served, table};
+use super::{
+    ApiError, Reply, SubjectRef, blocking, commitment, invalid, record_refusal, record_served,
+    table,
+};
 use crate::api::AppState;
 use crate::audit::AuditEntry;
 use crate::catalog::{Agency, Catalog};
@@ -116,15 +119,7 @@ pub(super) async fn file(
         None,
         Utc::now(),
     )
-    .map_err(|refusal| {
-        entry.fields_withheld = refusal
-            .withheld
-            .iter()
-            .map(|(f, _)| format!("{}.{f}", body.dataset))
-            .collect();
-        entry.subject_commitment = state.audit.lookup_commitment(&subject.key);
-        ApiError::from(refusal)
-    })?;
+    .map_err(|refusal| record_refusal(state, entry, &body.dataset, &subject.key, refusal))?;
     entry.subject_commitment = Some(commitment(state, &subject.key).await?);
     let (name, access, rule) = authorized
         .granted()

@@ -1008,6 +1008,25 @@ fn field_json(row: &Row<'_>, qualified: &str, access: Access) -> Value {
     })
 }
 
+/// A refused lookup in its audit entry: the fields withheld and, for a
+/// subject already in the log, its commitment (no salt is created for a
+/// subject nobody was served).
+pub(super) fn record_refusal(
+    state: &AppState,
+    entry: &mut AuditEntry,
+    dataset: &str,
+    subject_key: &str,
+    refusal: Refusal,
+) -> ApiError {
+    entry.fields_withheld = refusal
+        .withheld
+        .iter()
+        .map(|(f, _)| format!("{dataset}.{f}"))
+        .collect();
+    entry.subject_commitment = state.audit.lookup_commitment(subject_key);
+    ApiError::from(refusal)
+}
+
 async fn lookup(
     state: &Arc<AppState>,
     agency: &Agency,
@@ -1038,17 +1057,7 @@ async fn lookup(
         body.purpose.as_deref(),
         Utc::now(),
     )
-    .map_err(|refusal| {
-        entry.fields_withheld = refusal
-            .withheld
-            .iter()
-            .map(|(f, _)| format!("{}.{f}", body.dataset))
-            .collect();
-        // A refused attempt on a subject already in the log is recorded
-        // against it; no salt is created for a subject nobody was served.
-        entry.subject_commitment = state.audit.lookup_commitment(&subject.key);
-        ApiError::from(refusal)
-    })?;
+    .map_err(|refusal| record_refusal(state, entry, &body.dataset, &subject.key, refusal))?;
     // The subject is an applicant of the caller's open case: name it.
     entry.subject_commitment = Some(commitment(state, &subject.key).await?);
     let dataset = state
