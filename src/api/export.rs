@@ -49,7 +49,9 @@ use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::routes::{ApiError, audit_unavailable, blocking, percent_decode, require_agency};
+use super::routes::{
+    ApiError, agency_role, audit_unavailable, blocking, percent_decode, require_agency,
+};
 use super::{AppState, Caller};
 use crate::audit::{AuditEntry, AuditSink};
 use crate::catalog::{Agency, Dataset, MaskKind, SubjectKind};
@@ -380,25 +382,7 @@ pub(super) async fn prepare(
     };
     let area = grant.area_prefix.as_deref().unwrap_or("");
     let roles: Vec<String> = match &query.role {
-        Some(r) => {
-            let full = if r.contains(':') {
-                r.clone()
-            } else {
-                format!("{}:{r}", agency.id)
-            };
-            if !agency.roles.contains(&full) {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "unknown_role",
-                    format!(
-                        "{} is not a role of `{}`",
-                        crate::policy::shown(&full),
-                        agency.id
-                    ),
-                ));
-            }
-            vec![full]
-        }
+        Some(r) => vec![agency_role(&agency, r)?],
         None => agency.roles.clone(),
     };
     // Without `role`: the first role of the agency the policy lets read

@@ -845,6 +845,28 @@ struct OpenCase {
     role: Option<String>,
 }
 
+/// A role the caller names, `role` or `agency:role`, as the agency's full
+/// role name; 422 when the agency has no such role.
+pub(super) fn agency_role(agency: &Agency, role: &str) -> Result<String, ApiError> {
+    let full = if role.contains(':') {
+        role.to_string()
+    } else {
+        format!("{}:{role}", agency.id)
+    };
+    if !agency.roles.contains(&full) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_role",
+            format!(
+                "{} is not a role of `{}`",
+                crate::policy::shown(&full),
+                agency.id
+            ),
+        ));
+    }
+    Ok(full)
+}
+
 async fn open_case(
     state: &Arc<AppState>,
     agency: &Agency,
@@ -881,22 +903,8 @@ async fn open_case(
             ),
         ));
     }
-    let role = match body.role {
-        Some(r) => {
-            let full = if r.contains(':') {
-                r
-            } else {
-                format!("{}:{r}", agency.id)
-            };
-            if !agency.roles.contains(&full) {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "unknown_role",
-                    format!("`{full}` is not a role of `{}`", agency.id),
-                ));
-            }
-            full
-        }
+    let role = match &body.role {
+        Some(r) => agency_role(agency, r)?,
         None => agency.roles.first().cloned().unwrap_or_default(),
     };
     entry.role.clone_from(&role);
