@@ -903,7 +903,8 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn review_command(s: &Settings, command: &ReviewCommand) -> anyhow::Result<()> {
+/// The store of `s`, which a pull must have made.
+fn open_store(s: &Settings) -> anyhow::Result<TableStore> {
     let dir = s.store_dir();
     if !dir.exists() {
         bail!(
@@ -911,7 +912,11 @@ fn review_command(s: &Settings, command: &ReviewCommand) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let store = TableStore::open_local(&dir)?;
+    Ok(TableStore::open_local(&dir)?)
+}
+
+fn review_command(s: &Settings, command: &ReviewCommand) -> anyhow::Result<()> {
+    let store = open_store(s)?;
     match command {
         ReviewCommand::List {
             quarantine,
@@ -1019,10 +1024,8 @@ fn review_command(s: &Settings, command: &ReviewCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ReviewCommand::Apply => {
-            drop(store);
             let catalog = Catalog::load(&s.policies_dir)?;
             let configs = connectors::load_dir(&s.connectors_dir, &catalog)?;
-            let store = TableStore::open_local(&dir)?;
             let report = pull::resolve(&catalog, &configs, &store)?;
             print_resolve_report(&report);
             Ok(())
@@ -1188,14 +1191,7 @@ fn print_resolve_report(report: &pull::PullReport) {
 }
 
 fn store_command(s: &Settings, command: &StoreCommand) -> anyhow::Result<()> {
-    let dir = s.store_dir();
-    if !dir.exists() {
-        bail!(
-            "no store at {}: run `sharebroker pull` first",
-            dir.display()
-        );
-    }
-    let store = TableStore::open_local(&dir)?;
+    let store = open_store(s)?;
     let as_of = |a: &str| AsOf::parse(a).map_err(|e| anyhow::anyhow!("--as-of: {e}"));
     match command {
         StoreCommand::Ls { table, json } => {
