@@ -33,9 +33,8 @@ use http_body_util::BodyExt;
 
 use sharebroker::api::export::{self, SEAL_TRAILER};
 use sharebroker::api::{self, AppState, client};
-use sharebroker::catalog::Catalog;
 use sharebroker::config::Settings;
-use sharebroker::pki::{self, PkiPaths};
+use sharebroker::pki::PkiPaths;
 
 use common::{cpu_seconds, env_or, prepared_store, status_mib};
 
@@ -104,19 +103,7 @@ fn broker_settings(cached: &Settings, dir: &Path) -> Settings {
     };
     std::fs::create_dir_all(&s.data_dir).expect("data dir");
     std::os::unix::fs::symlink(cached.store_dir(), s.store_dir()).expect("link the store");
-    let catalog = Catalog::load(&s.policies_dir).expect("catalogue");
-    let names: Vec<String> = catalog
-        .agencies
-        .iter()
-        .flat_map(|a| a.certificate_names.clone())
-        .collect();
-    pki::init(
-        &s.pki_dir(),
-        &names,
-        &["localhost".to_string(), "127.0.0.1".to_string()],
-        false,
-    )
-    .expect("pki");
+    common::init_pki(&s);
     s
 }
 

@@ -65,10 +65,10 @@ use rustls_pki_types::ServerName;
 
 use sharebroker::api::client;
 use sharebroker::api::token::{self, TokenSigner};
-use sharebroker::catalog::{Catalog, SubjectKind};
+use sharebroker::catalog::SubjectKind;
 use sharebroker::config::Settings;
 use sharebroker::ingest::{COL_KEY, COL_SUBJECT_ID, Golden};
-use sharebroker::pki::{self, PkiPaths};
+use sharebroker::pki::PkiPaths;
 use sharebroker::store::{Manifest, TableStore};
 
 use common::*;
@@ -594,19 +594,7 @@ impl Drop for Broker {
 /// A fresh run directory over the cached store and PKI, a config raising
 /// the rate limit, and `sharebroker serve` on a free port.
 fn start_broker(settings: &Settings) -> (Broker, SocketAddr) {
-    let catalog = Catalog::load(&settings.policies_dir).expect("catalogue");
-    let names: Vec<String> = catalog
-        .agencies
-        .iter()
-        .flat_map(|a| a.certificate_names.clone())
-        .collect();
-    pki::init(
-        &settings.pki_dir(),
-        &names,
-        &["localhost".to_string(), "127.0.0.1".to_string()],
-        false,
-    )
-    .expect("pki");
+    common::init_pki(settings);
     let run = bench_dir().join("load-run");
     let _ = std::fs::remove_dir_all(&run);
     let data = run.join("data");

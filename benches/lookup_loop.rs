@@ -26,10 +26,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sharebroker::api::{self, AppState, client};
-use sharebroker::catalog::Catalog;
 use sharebroker::config::Settings;
 use sharebroker::datagen::{GenOptions, generate};
-use sharebroker::pki::{self, PkiPaths};
+use sharebroker::pki::PkiPaths;
 use sharebroker::pull;
 
 fn arg(name: &str) -> Option<String> {
@@ -89,19 +88,7 @@ async fn main() {
                     report.subjects.iter().map(|(_, n, _)| n).sum::<usize>(),
                     status_mib("VmHWM:")
                 );
-                let catalog = Catalog::load(&s.policies_dir).expect("catalogue");
-                let names: Vec<String> = catalog
-                    .agencies
-                    .iter()
-                    .flat_map(|a| a.certificate_names.clone())
-                    .collect();
-                pki::init(
-                    &s.pki_dir(),
-                    &names,
-                    &["localhost".to_string(), "127.0.0.1".to_string()],
-                    false,
-                )
-                .expect("pki");
+                common::init_pki(&s);
                 let state = Arc::new(AppState::open(&s).await.expect("state"));
                 let tls = api::tls_config_from(&s).expect("tls");
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -9,6 +9,7 @@ use std::time::Instant;
 use sharebroker::catalog::Catalog;
 use sharebroker::config::Settings;
 use sharebroker::datagen::{GenOptions, generate};
+use sharebroker::pki;
 
 /// A path in this repository.
 pub fn repo(p: &str) -> PathBuf {
@@ -108,4 +109,23 @@ pub fn status_mib(key: &str) -> f64 {
         .and_then(|kb| kb.parse::<f64>().ok())
         .unwrap_or(0.0)
         / 1024.0
+}
+
+/// A development PKI under `s`: the CA, a server certificate for
+/// localhost / 127.0.0.1 and every agency's client certificate (kept if
+/// already there).
+pub fn init_pki(s: &Settings) {
+    let catalog = Catalog::load(&s.policies_dir).expect("catalogue");
+    let names: Vec<String> = catalog
+        .agencies
+        .iter()
+        .flat_map(|a| a.certificate_names.clone())
+        .collect();
+    pki::init(
+        &s.pki_dir(),
+        &names,
+        &["localhost".to_string(), "127.0.0.1".to_string()],
+        false,
+    )
+    .expect("pki");
 }
