@@ -21,7 +21,7 @@ pub const REVIEW_TABLE: &str = "review";
 /// Every steward decision, in the order made.
 pub const DECISIONS_TABLE: &str = "review.decisions";
 
-const REVIEW_TEXT: [&str; 9] = [
+const REVIEW_TEXT: [&str; 8] = [
     "source",
     "agency",
     "record_id",
@@ -30,31 +30,36 @@ const REVIEW_TEXT: [&str; 9] = [
     "subject_id",
     "subject_name",
     "evidence",
-    "candidates",
 ];
 
 /// The review queue as one Arrow batch, for the store.
 pub fn review_batch(items: &[ReviewItem]) -> RecordBatch {
-    let getters: [fn(&ReviewItem) -> String; 9] = [
-        |r| r.source.clone(),
-        |r| r.agency.clone(),
-        |r| r.record_id.clone(),
-        |r| r.written_id.clone(),
-        |r| r.name.clone(),
-        |r| r.subject_id.clone(),
-        |r| r.subject_name.clone(),
-        |r| r.evidence.clone(),
-        |r| r.candidates.to_string(),
+    let getters: [fn(&ReviewItem) -> &str; 8] = [
+        |r| &r.source,
+        |r| &r.agency,
+        |r| &r.record_id,
+        |r| &r.written_id,
+        |r| &r.name,
+        |r| &r.subject_id,
+        |r| &r.subject_name,
+        |r| &r.evidence,
     ];
     let mut fields: Vec<ArrowField> = REVIEW_TEXT
         .iter()
         .map(|n| ArrowField::new(*n, DataType::Utf8, false))
         .collect();
+    fields.push(ArrowField::new("candidates", DataType::UInt64, false));
     fields.push(ArrowField::new("probability", DataType::Float64, false));
     let mut columns: Vec<ArrayRef> = getters
         .iter()
         .map(|g| Arc::new(items.iter().map(|r| Some(g(r))).collect::<StringArray>()) as ArrayRef)
         .collect();
+    columns.push(Arc::new(
+        items
+            .iter()
+            .map(|r| r.candidates as u64)
+            .collect::<UInt64Array>(),
+    ));
     columns.push(Arc::new(
         items
             .iter()
@@ -223,6 +228,13 @@ pub fn load_review(store: &TableStore) -> Result<Vec<ReviewItem>, StoreError> {
                 path: REVIEW_TABLE.to_string(),
                 reason: "no float column `probability`".into(),
             })?;
+        let n = b
+            .column_by_name("candidates")
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+            .ok_or_else(|| StoreError::Corrupt {
+                path: REVIEW_TABLE.to_string(),
+                reason: "no integer column `candidates`".into(),
+            })?;
         for i in 0..b.num_rows() {
             let v = |c: usize| cols[c].value(i).to_string();
             out.push(ReviewItem {
@@ -234,7 +246,7 @@ pub fn load_review(store: &TableStore) -> Result<Vec<ReviewItem>, StoreError> {
                 subject_id: v(5),
                 subject_name: v(6),
                 evidence: v(7),
-                candidates: cols[8].value(i).parse().unwrap_or(0),
+                candidates: n.value(i) as usize,
                 probability: p.value(i),
             });
         }
