@@ -137,23 +137,7 @@ fn postgres(rows: u64, dir: &Path) {
         .expect("PostgreSQL at 127.0.0.1:5432 (user postgres, database test) is unreachable");
     let schema = format!("sb_bench_{}", std::process::id());
     let started = Instant::now();
-    admin
-        .batch_execute(&format!(
-            "CREATE SCHEMA {schema};
-             CREATE TABLE {schema}.people (rid bigint PRIMARY KEY, id_number char(18), name text, sex char(1), birth_date date, ethnicity varchar(2), address text, phone varchar(11), updated timestamp NOT NULL);
-             INSERT INTO {schema}.people
-               SELECT g, f17 || substr('10X98765432', 1 + (SELECT sum(substr(f17, i, 1)::int * (ARRAY[7,9,10,5,8,4,2,1,6,3,7,9,10,5,8,4,2])[i]) FROM generate_series(1, 17) i)::int % 11, 1),
-                      (ARRAY['买买提','阿依古丽','王','李','张'])[1 + g % 5] || (ARRAY['·艾力','·吐尔逊','建国','秀英','伟'])[1 + g / 5 % 5],
-                      (1 + g % 2)::text, DATE '1950-01-01' + (g % 25000)::int, lpad((1 + g % 56)::text, 2, '0'),
-                      '新疆维吾尔自治区乌鲁木齐市天山区' || (g % 999) || '号' || (g % 30) || '栋' || (g % 200) || '室',
-                      '13' || lpad((g * 104729 % 1000000000)::text, 9, '0'),
-                      TIMESTAMP '2024-01-01' + (g / 10) * INTERVAL '1 second'
-               FROM (SELECT g, '650102' || to_char(DATE '1950-01-01' + (g % 25000)::int, 'YYYYMMDD') || lpad((g / 25000 % 1000)::text, 3, '0') AS f17
-                     FROM generate_series(1::bigint, {rows}) g) AS ids;
-             CREATE INDEX ON {schema}.people (updated, rid);
-             ANALYZE {schema}.people"
-        ))
-        .expect("create bench table");
+    create_people_table(&mut admin, &schema, rows);
     let bytes: i64 = admin
         .query_one(
             &format!("SELECT pg_total_relation_size('{schema}.people')"),

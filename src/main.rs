@@ -1175,6 +1175,12 @@ fn print_resolve_report(report: &pull::PullReport) {
         );
         return;
     }
+    if let Some(t) = &report.touched {
+        eprintln!(
+            "  resolved only what changed: {} new staged rows, {} of {} key buckets rewritten",
+            t.records, t.partitions, t.buckets
+        );
+    }
     for (kind, n, new) in &report.subjects {
         eprintln!("  {:<24} {n:>9} subjects ({new} new)", kind.as_str());
     }

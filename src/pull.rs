@@ -9,12 +9,14 @@
 //! version of each golden table, the quarantine and the findings. Glue
 //! between the I/O modules and the pure ingest stage.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, UInt64Array};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
 use arrow_schema::{DataType, Field as ArrowField, Schema, SchemaRef};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -25,8 +27,9 @@ use crate::connectors::{
     self, COL_POSITION, COL_RECORD_ID, Checkpoint, Connector, ConnectorConfig, ConnectorError,
     ConnectorSpec, PullMode, PullStats, Pulled, Rejected,
 };
-use crate::ingest::resolve::findings_batch;
-use crate::ingest::{Golden, Ingest, SubjectRegistry, quarantine_batch};
+use crate::ingest::resolve::{Finding, bucket_of, findings_batch, state_schema};
+use crate::ingest::{Golden, Ingest, QuarantineEntry, SubjectRegistry, quarantine_batch};
+use crate::review::load_findings;
 use crate::store::{Manifest, StoreError, TableStore};
 
 pub const QUARANTINE_TABLE: &str = "quarantine";
@@ -98,6 +101,8 @@ pub struct PullReport {
     pub steward_links: usize,
     /// Nothing the golden records are made of changed: nothing was written.
     pub unchanged: bool,
+    /// Set when only what changed was resolved again.
+    pub touched: Option<Touched>,
     pub manifests: Vec<Manifest>,
     pub elapsed: Duration,
 }
@@ -473,15 +478,66 @@ fn unstage(
 /// Manifest meta of the golden tables: what they were resolved from.
 pub const META_INPUTS: &str = "inputs";
 
-/// A digest of everything a resolve reads: each source's staged version,
-/// its mapping, the catalogue's fields, and the stewards' decisions.
+/// The resolve state of one subject kind: every record as normalised, by
+/// partition (see [`crate::ingest::Golden::state`]).
+pub fn state_table(kind: SubjectKind) -> String {
+    format!("resolve.{}", kind.as_str())
+}
+/// Where each record's state is: (source, record id, partition), itself
+/// partitioned by a hash of the source and record id. Its manifest meta
+/// says what the state was resolved from.
+pub const RECORDS_TABLE: &str = "resolve.records";
+/// Meta of [`RECORDS_TABLE`]: the number of key buckets, each source's
+/// staged version, and the digest of everything else a resolve reads.
+const META_BUCKETS: &str = "buckets";
+/// Meta of [`RECORDS_TABLE`]: the inputs of the last resolve that wrote
+/// the tables (`inputs` is the last resolve's, which may have found
+/// nothing to write); each table written carries them as its `inputs`.
+const META_WRITTEN: &str = "written";
+const META_STAGED: &str = "staged";
+const META_CONFIG: &str = "config";
+/// Meta of [`RECORDS_TABLE`]: records linked without a valid identifier,
+/// by the model and by stewards (unchanged by an incremental resolve).
+const META_PROBABLE: &str = "probable_links";
+const META_STEWARD: &str = "steward_links";
+/// Meta of a golden table: its subjects per bucket, as a JSON array.
+const META_SUBJECTS: &str = "subjects";
+/// Meta of the subject registry: the next free number per kind, as JSON.
+const META_NEXT: &str = "next";
+/// Records per key bucket aimed at by a full resolve: an incremental
+/// resolve rewrites the buckets a change touches, so smaller buckets mean
+/// less rewritten per change and more files.
+const RECORDS_PER_BUCKET: u64 = 2048;
+const MAX_BUCKETS: u64 = 1024;
+
+/// The number of key buckets for `records` records: a power of two.
+fn buckets_for(records: u64) -> u32 {
+    (records / RECORDS_PER_BUCKET)
+        .clamp(1, MAX_BUCKETS)
+        .next_power_of_two()
+        .min(MAX_BUCKETS) as u32
+}
+
+/// The partition of a record in [`RECORDS_TABLE`].
+fn record_partition(source: &str, record_id: &str, buckets: u32) -> u32 {
+    crate::ingest::resolve::bucket_of(&format!("{source}\u{1f}{record_id}"), buckets)
+}
+
+/// What a resolve reads, as two digests: `config` covers each source's
+/// mapping, the catalogue's fields and the stewards' decisions; `inputs`
+/// adds each source's staged version.
+struct Digests {
+    config: String,
+    inputs: String,
+}
+
 fn resolve_inputs(
     catalog: &Catalog,
     staged: &[(&ConnectorConfig, Manifest)],
     store: &TableStore,
-) -> Result<String, StoreError> {
+) -> Result<Digests, StoreError> {
     let mut text = String::new();
-    for (config, m) in staged {
+    for (config, _) in staged {
         let spec = &config.spec;
         let mut values: Vec<(&String, Vec<(&String, &String)>)> = spec
             .values
@@ -494,9 +550,8 @@ fn resolve_inputs(
             .collect();
         values.sort_unstable();
         text.push_str(&format!(
-            "{}@{} {} {} {} {} {} {:?} {:?}\n",
-            m.table,
-            m.version,
+            "{} {} {} {} {} {} {:?} {:?}\n",
+            spec.name,
             spec.agency,
             spec.dataset,
             spec.subject_column,
@@ -516,10 +571,15 @@ fn resolve_inputs(
     }
     let decisions = store.current(crate::review::DECISIONS_TABLE)?;
     text.push_str(&format!("decisions@{}", decisions.map_or(0, |m| m.version)));
-    Ok(hex::encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        text.as_bytes(),
-    )))
+    let digest = |t: &str| hex::encode(ring::digest::digest(&ring::digest::SHA256, t.as_bytes()));
+    let config = digest(&text);
+    for (_, m) in staged {
+        text.push_str(&format!("\n{}@{}", m.table, m.version));
+    }
+    Ok(Digests {
+        config,
+        inputs: digest(&text),
+    })
 }
 
 /// The newest staged version that holds the whole source: not a step of
@@ -534,15 +594,66 @@ fn complete_version(store: &TableStore, table: &str) -> Result<Option<Manifest>,
     Ok(None)
 }
 
+/// The tables a resolve writes, each version tagged with its inputs.
+fn resolved_tables() -> Vec<String> {
+    let mut t = vec![SUBJECTS_TABLE.to_string()];
+    for kind in [SubjectKind::Person, SubjectKind::Organisation] {
+        t.push(Golden::table(kind).to_string());
+        t.push(state_table(kind));
+    }
+    t.extend(
+        [
+            QUARANTINE_TABLE,
+            FINDINGS_TABLE,
+            crate::review::REVIEW_TABLE,
+            RECORDS_TABLE,
+        ]
+        .map(String::from),
+    );
+    t
+}
+
+/// How much an incremental resolve re-read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Touched {
+    /// Staged rows read (the new rows of the sources that changed).
+    pub records: usize,
+    /// Key buckets rewritten, of `buckets`.
+    pub partitions: usize,
+    pub buckets: u32,
+}
+
 /// Resolve the staged rows of every configured source into new versions
-/// of the golden tables, the quarantine and the findings.
+/// of the golden tables, the quarantine and the findings. When only
+/// incremental sources gained rows since the last resolve (and no mapping,
+/// catalogue field or decision changed), only the subjects those rows
+/// touch are resolved again: see [`resolve_incremental`].
 pub fn resolve(
     catalog: &Catalog,
     configs: &[ConnectorConfig],
     store: &TableStore,
 ) -> Result<PullReport, PullError> {
+    resolve_with(catalog, configs, store, false)
+}
+
+/// Resolve every staged record from scratch, whatever changed: what
+/// [`resolve`] does when it cannot resolve only what changed (and a check
+/// that it gets the same result when it can).
+pub fn resolve_all(
+    catalog: &Catalog,
+    configs: &[ConnectorConfig],
+    store: &TableStore,
+) -> Result<PullReport, PullError> {
+    resolve_with(catalog, configs, store, true)
+}
+
+fn resolve_with(
+    catalog: &Catalog,
+    configs: &[ConnectorConfig],
+    store: &TableStore,
+    everything: bool,
+) -> Result<PullReport, PullError> {
     let started = Instant::now();
-    let mut ingest = Ingest::new(catalog);
     let mut never_pulled = Vec::new();
     let mut staged = Vec::new();
     for config in configs {
@@ -557,27 +668,60 @@ pub fn resolve(
     }
     // What the golden tables are made of: if none of it changed since the
     // last resolve, there is nothing to do and nothing is written.
-    let inputs = resolve_inputs(catalog, &staged, store)?;
-    let unchanged = [
-        SUBJECTS_TABLE,
-        Golden::table(SubjectKind::Person),
-        Golden::table(SubjectKind::Organisation),
-        QUARANTINE_TABLE,
-        FINDINGS_TABLE,
-        crate::review::REVIEW_TABLE,
-    ]
-    .iter()
-    .map(|t| store.current(t))
-    .collect::<Result<Vec<_>, _>>()?
-    .iter()
-    .all(|m| m.as_ref().and_then(|m| m.meta.get(META_INPUTS)) == Some(&inputs));
-    if unchanged {
+    let digests = resolve_inputs(catalog, &staged, store)?;
+    let index = store.current(RECORDS_TABLE)?;
+    let unchanged = !everything
+        && index
+            .as_ref()
+            .is_some_and(|m| m.meta.get(META_INPUTS) == Some(&digests.inputs))
+        && last_resolve(store, index.as_ref())?.is_some();
+    let mut report = if unchanged {
         tracing::info!(
             "no staged source, decision or mapping changed: the golden records stay as they are"
         );
-        return Ok(PullReport {
+        PullReport::unchanged()
+    } else {
+        let incremental = match everything {
+            true => None,
+            false => resolve_incremental(catalog, store, &staged, &digests)?,
+        };
+        match incremental {
+            Some(r) => r,
+            None => resolve_full(catalog, store, &staged, &digests)?,
+        }
+    };
+    report.never_pulled = never_pulled;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// The current version of each table the last resolve wrote, if that
+/// resolve finished: every one carries the inputs the index says were
+/// last written.
+fn last_resolve(
+    store: &TableStore,
+    index: Option<&Manifest>,
+) -> Result<Option<BTreeMap<String, Manifest>>, StoreError> {
+    let Some(written) = index.and_then(|m| m.meta.get(META_WRITTEN)) else {
+        return Ok(None);
+    };
+    let mut current = BTreeMap::new();
+    for t in resolved_tables() {
+        match store.current(&t)? {
+            Some(m) if m.meta.get(META_INPUTS) == Some(written) => {
+                current.insert(t, m);
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(current))
+}
+
+impl PullReport {
+    fn unchanged() -> PullReport {
+        PullReport {
             sources: Vec::new(),
-            never_pulled,
+            never_pulled: Vec::new(),
             subjects: Vec::new(),
             quarantined: 0,
             findings: 0,
@@ -585,55 +729,675 @@ pub fn resolve(
             probable_links: 0,
             steward_links: 0,
             unchanged: true,
+            touched: None,
             manifests: Vec::new(),
-            elapsed: started.elapsed(),
-        });
+            elapsed: Duration::ZERO,
+        }
     }
-    for (config, m) in &staged {
+}
+
+/// Write `batches` (each with its partition, if any) as a new version of
+/// `table`: over `base` with `replaced` partitions dropped, or from
+/// nothing.
+fn write_table(
+    store: &TableStore,
+    table: &str,
+    schema: SchemaRef,
+    base: Option<(&Manifest, &HashSet<u32>)>,
+    batches: &[(Option<u32>, &RecordBatch)],
+    meta: BTreeMap<String, String>,
+) -> Result<Manifest, StoreError> {
+    let mut w = store.writer(table, schema, base.map(|(m, _)| m.version))?;
+    if let Some((_, replaced)) = base {
+        w.replace_partitions(replaced);
+    }
+    for (p, b) in batches {
+        if let Some(p) = p {
+            w.partition(*p)?;
+        }
+        w.write(b)?;
+    }
+    w.commit(meta)
+}
+
+fn records_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        ArrowField::new("source", DataType::Utf8, false),
+        ArrowField::new("record_id", DataType::Utf8, false),
+        ArrowField::new("partition", DataType::UInt32, false),
+    ]))
+}
+
+/// [`RECORDS_TABLE`] rows, by their partition.
+fn records_batches(rows: &[(String, String, u32)], buckets: u32) -> Vec<(u32, RecordBatch)> {
+    let mut by: BTreeMap<u32, Vec<&(String, String, u32)>> = BTreeMap::new();
+    for r in rows {
+        by.entry(record_partition(&r.0, &r.1, buckets))
+            .or_default()
+            .push(r);
+    }
+    by.into_iter()
+        .map(|(p, rows)| {
+            let b = RecordBatch::try_new(
+                records_schema(),
+                vec![
+                    Arc::new(
+                        rows.iter()
+                            .map(|r| Some(r.0.as_str()))
+                            .collect::<StringArray>(),
+                    ),
+                    Arc::new(
+                        rows.iter()
+                            .map(|r| Some(r.1.as_str()))
+                            .collect::<StringArray>(),
+                    ),
+                    Arc::new(rows.iter().map(|r| r.2).collect::<UInt32Array>()),
+                ],
+            )
+            .expect("columns match the records schema");
+            (p, b)
+        })
+        .collect()
+}
+
+/// The (source, record id, partition) of every record in resolve-state
+/// batches.
+fn state_records(
+    state: &[(u32, RecordBatch)],
+    out: &mut Vec<(String, String, u32)>,
+) -> Result<(), String> {
+    use crate::ingest::resolve::{STATE_RECORD, STATE_SOURCE};
+    for (p, b) in state {
+        let col = |name: &str| {
+            b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| format!("resolve state has no text column `{name}`"))
+        };
+        let (sources, records) = (col(STATE_SOURCE)?, col(STATE_RECORD)?);
+        for r in 0..b.num_rows() {
+            out.push((
+                sources.value(r).to_string(),
+                records.value(r).to_string(),
+                *p,
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn fields_of(catalog: &Catalog, kind: SubjectKind) -> Vec<&crate::catalog::Field> {
+    catalog.fields_of_kind(kind).collect()
+}
+
+/// Resolve every staged record from scratch, and write the golden tables,
+/// the resolve state and the rest whole, partitioned by key bucket.
+fn resolve_full(
+    catalog: &Catalog,
+    store: &TableStore,
+    staged: &[(&ConnectorConfig, Manifest)],
+    digests: &Digests,
+) -> Result<PullReport, PullError> {
+    let mut ingest = Ingest::new(catalog);
+    for (config, m) in staged {
         let spec = &config.spec;
         unstage(store, spec, m, &mut |pulled| ingest.add(spec, &pulled))?;
     }
     let mut registry = load_registry(store)?;
     let decisions = crate::review::load_decisions(store)?;
-    let outcome = ingest.finish(&mut registry, &decisions);
+    let buckets = buckets_for(staged.iter().map(|(_, m)| m.rows).sum());
+    let outcome = ingest.finish_with(&mut registry, &decisions, Some(buckets));
+    let inputs = || BTreeMap::from([(META_INPUTS.to_string(), digests.inputs.clone())]);
     // The registry first: a crash after it only reserves ids, never reuses one.
-    let commit_input = |table: &str, batches: &[RecordBatch]| -> Result<Manifest, StoreError> {
-        let mut w = store.writer(table, batches[0].schema(), None)?;
-        for b in batches {
-            w.write(b)?;
-        }
-        w.commit(BTreeMap::from([(META_INPUTS.to_string(), inputs.clone())]))
-    };
-    let mut manifests = vec![commit_input(SUBJECTS_TABLE, &[registry.to_batch()])?];
-    let mut subjects = Vec::new();
+    let subjects = registry.to_partitions(buckets, false);
+    let mut manifests = vec![write_table(
+        store,
+        SUBJECTS_TABLE,
+        registry.to_batch().schema(),
+        None,
+        &subjects
+            .iter()
+            .map(|(p, b)| (Some(*p), b))
+            .collect::<Vec<_>>(),
+        registry_meta(&registry, inputs()),
+    )?];
+    let mut report_subjects = Vec::new();
     let mut findings = Vec::new();
+    let mut records = Vec::new();
     for g in &outcome.goldens {
-        manifests.push(commit_input(Golden::table(g.kind), &g.batches)?);
-        subjects.push((g.kind, g.subjects, g.new_subjects));
+        let mut meta = inputs();
+        meta.insert(
+            META_SUBJECTS.to_string(),
+            serde_json::to_string(&g.bucket_subjects).expect("numbers serialise"),
+        );
+        manifests.push(write_golden(store, g, None, meta)?);
+        manifests.push(write_table(
+            store,
+            &state_table(g.kind),
+            state_schema(&fields_of(catalog, g.kind)),
+            None,
+            &g.state
+                .iter()
+                .map(|(p, b)| (Some(*p), b))
+                .collect::<Vec<_>>(),
+            inputs(),
+        )?);
+        state_records(&g.state, &mut records).map_err(|reason| StoreError::Corrupt {
+            path: state_table(g.kind),
+            reason,
+        })?;
+        report_subjects.push((g.kind, g.subjects, g.new_subjects));
         findings.extend(g.findings.iter().cloned());
     }
-    manifests.push(commit_input(
+    // Records rejected whole (an organisation without a valid credit code)
+    // sit with the unkeyed ones: a change to them resolves everything.
+    for q in &outcome.quarantine {
+        if q.field.is_empty() && !q.record_id.is_empty() {
+            records.push((q.source.clone(), q.record_id.clone(), buckets));
+        }
+    }
+    manifests.push(store.commit_with(
         QUARANTINE_TABLE,
         &[quarantine_batch(&outcome.quarantine)],
+        inputs(),
     )?);
-    manifests.push(commit_input(FINDINGS_TABLE, &[findings_batch(&findings)])?);
-    manifests.push(commit_input(
+    manifests.push(store.commit_with(FINDINGS_TABLE, &[findings_batch(&findings)], inputs())?);
+    manifests.push(store.commit_with(
         crate::review::REVIEW_TABLE,
         &[crate::review::review_batch(&outcome.review)],
+        inputs(),
+    )?);
+    let probable_links: usize = outcome.goldens.iter().map(|g| g.probable_links).sum();
+    let steward_links: usize = outcome.goldens.iter().map(|g| g.steward_links).sum();
+    let mut meta = inputs();
+    meta.insert(META_WRITTEN.to_string(), digests.inputs.clone());
+    meta.insert(META_CONFIG.to_string(), digests.config.clone());
+    meta.insert(META_BUCKETS.to_string(), buckets.to_string());
+    meta.insert(META_STAGED.to_string(), staged_versions(staged));
+    meta.insert(META_PROBABLE.to_string(), probable_links.to_string());
+    meta.insert(META_STEWARD.to_string(), steward_links.to_string());
+    let index = records_batches(&records, buckets);
+    manifests.push(write_table(
+        store,
+        RECORDS_TABLE,
+        records_schema(),
+        None,
+        &index.iter().map(|(p, b)| (Some(*p), b)).collect::<Vec<_>>(),
+        meta,
     )?);
     Ok(PullReport {
         sources: Vec::new(),
-        never_pulled,
-        subjects,
+        never_pulled: Vec::new(),
+        subjects: report_subjects,
         quarantined: outcome.quarantine.len(),
         findings: findings.len(),
         review: outcome.review.len(),
-        probable_links: outcome.goldens.iter().map(|g| g.probable_links).sum(),
-        steward_links: outcome.goldens.iter().map(|g| g.steward_links).sum(),
+        probable_links,
+        steward_links,
         unchanged: false,
+        touched: None,
         manifests,
-        elapsed: started.elapsed(),
+        elapsed: Duration::ZERO,
     })
+}
+
+fn registry_meta(
+    registry: &SubjectRegistry,
+    mut meta: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let next: BTreeMap<&str, u64> = [SubjectKind::Person, SubjectKind::Organisation]
+        .into_iter()
+        .map(|k| (k.as_str(), registry.next_number(k)))
+        .collect();
+    meta.insert(
+        META_NEXT.to_string(),
+        serde_json::to_string(&next).expect("numbers serialise"),
+    );
+    meta
+}
+
+fn staged_versions(staged: &[(&ConnectorConfig, Manifest)]) -> String {
+    let v: BTreeMap<&str, u64> = staged
+        .iter()
+        .map(|(c, m)| (c.spec.name.as_str(), m.version))
+        .collect();
+    serde_json::to_string(&v).expect("versions serialise")
+}
+
+fn write_golden(
+    store: &TableStore,
+    g: &Golden,
+    base: Option<(&Manifest, &HashSet<u32>)>,
+    meta: BTreeMap<String, String>,
+) -> Result<Manifest, StoreError> {
+    let batches: Vec<(Option<u32>, &RecordBatch)> = g
+        .batches
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| g.partitions.get(*i).is_some() || b.num_rows() == 0)
+        .map(|(i, b)| (g.partitions.get(i).copied(), b))
+        .collect();
+    let schema = g.batches[0].schema();
+    write_table(store, Golden::table(g.kind), schema, base, &batches, meta)
+}
+
+/// Resolve again only what the new staged rows touch, or say why not
+/// (`None`: the caller resolves everything). Possible when the last
+/// resolve completed with the same mappings, catalogue and decisions, and
+/// every source that changed is incremental and only gained rows since.
+/// The new rows are normalised; with them, the resolve state of the key
+/// buckets they touch (their subjects', and the old subjects' of records
+/// they update) is read back and resolved again; those buckets' golden
+/// rows, state and registry entries are replaced, the rest kept as they
+/// are. Records without a valid identifier are linked by a model fitted
+/// on all subjects, so a change that could alter one of their links (a
+/// new such record, or a subject one edit from one) resolves everything.
+fn resolve_incremental(
+    catalog: &Catalog,
+    store: &TableStore,
+    staged: &[(&ConnectorConfig, Manifest)],
+    digests: &Digests,
+) -> Result<Option<PullReport>, PullError> {
+    let full = |why: &str| {
+        tracing::info!(why, "resolving every record");
+        Ok(None)
+    };
+    let Some(index) = store.current(RECORDS_TABLE)? else {
+        return full("no resolve state yet");
+    };
+    if index.meta.get(META_CONFIG) != Some(&digests.config) {
+        return full("a mapping, catalogue field or steward decision changed");
+    }
+    let Some(current) = last_resolve(store, Some(&index))? else {
+        return full("the last resolve did not finish");
+    };
+    let parse_err = |what: &str| StoreError::Corrupt {
+        path: RECORDS_TABLE.to_string(),
+        reason: format!("its manifest's `{what}` is unreadable"),
+    };
+    let buckets: u32 = index
+        .meta
+        .get(META_BUCKETS)
+        .and_then(|b| b.parse().ok())
+        .filter(|&b| b > 0)
+        .ok_or_else(|| parse_err(META_BUCKETS))?;
+    let unkeyed = buckets; // the partition of records without a valid identifier
+    let before: BTreeMap<String, u64> = index
+        .meta
+        .get(META_STAGED)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| parse_err(META_STAGED))?;
+    if before
+        .keys()
+        .any(|name| !staged.iter().any(|(c, _)| &c.spec.name == name))
+    {
+        return full("a source is no longer staged");
+    }
+    // Each changed source's new rows: the files added since.
+    let mut deltas = Vec::new();
+    for (config, m) in staged {
+        let name = &config.spec.name;
+        let added = match before.get(name) {
+            Some(&v) if v == m.version => continue,
+            Some(&v) => {
+                let Ok(old) = store.manifest(&m.table, v) else {
+                    return full("the staged version last resolved is gone");
+                };
+                // A snapshot pulled again with the same rows.
+                let content = |m: &Manifest| -> Vec<(String, u64)> {
+                    m.files.iter().map(|f| (f.sha256.clone(), f.rows)).collect()
+                };
+                if content(m) == content(&old) {
+                    continue;
+                }
+                if m.meta.get(META_MODE).map(String::as_str) != Some("incremental")
+                    || !m.files.starts_with(&old.files)
+                {
+                    return full("a source was pulled whole again");
+                }
+                m.files[old.files.len()..].to_vec()
+            }
+            None => m.files.clone(),
+        };
+        let delta = Manifest {
+            rows: added.iter().map(|f| f.rows).sum(),
+            files: added,
+            ..m.clone()
+        };
+        deltas.push((*config, delta));
+    }
+    if deltas.is_empty() {
+        // Snapshots pulled again with the same rows: nothing to resolve;
+        // the index records the staged versions they now are.
+        let mut meta = index.meta.clone();
+        meta.insert(META_INPUTS.to_string(), digests.inputs.clone());
+        meta.insert(META_STAGED.to_string(), staged_versions(staged));
+        write_table(
+            store,
+            RECORDS_TABLE,
+            records_schema(),
+            Some((&index, &HashSet::new())),
+            &[],
+            meta,
+        )?;
+        tracing::info!(
+            "the sources pulled again hold the same rows: the golden records stay as they are"
+        );
+        return Ok(Some(PullReport::unchanged()));
+    }
+    let mut ingest = Ingest::tracking(catalog);
+    let mut rows = 0;
+    for (config, m) in &deltas {
+        let spec = &config.spec;
+        rows += m.rows as usize;
+        unstage(store, spec, m, &mut |pulled| ingest.add(spec, &pulled))?;
+    }
+    if ingest.has_unkeyed() {
+        return full("new records without a valid identifier");
+    }
+    let touched: HashSet<(String, String)> =
+        std::mem::take(&mut ingest.touched).into_iter().collect();
+    // Where the touched records were.
+    let index_parts: HashSet<u32> = touched
+        .iter()
+        .map(|(s, r)| record_partition(s, r, buckets))
+        .collect();
+    let mut index_rows = Vec::new();
+    store.read_each_where(
+        &index,
+        &|f| f.partition.is_some_and(|p| index_parts.contains(&p)),
+        &mut |b| {
+            let (Some(s), Some(r), Some(p)) = (
+                b.column(0).as_any().downcast_ref::<StringArray>(),
+                b.column(1).as_any().downcast_ref::<StringArray>(),
+                b.column(2).as_any().downcast_ref::<UInt32Array>(),
+            ) else {
+                return Err(StoreError::Corrupt {
+                    path: RECORDS_TABLE.to_string(),
+                    reason: "columns are not (source, record_id, partition)".into(),
+                });
+            };
+            for i in 0..b.num_rows() {
+                index_rows.push((s.value(i).to_string(), r.value(i).to_string(), p.value(i)));
+            }
+            Ok(())
+        },
+    )?;
+    let mut parts: HashSet<u32> = HashSet::new();
+    for (s, r, p) in &index_rows {
+        if touched.contains(&(s.clone(), r.clone())) {
+            if *p == unkeyed {
+                return full("a record without a valid identifier changed");
+            }
+            parts.insert(*p);
+        }
+    }
+    let new_keys = ingest.keys();
+    parts.extend(new_keys.iter().map(|(_, k)| bucket_of(k, buckets)));
+    // The state of those buckets, and the records without a valid
+    // identifier (few), whose links must not depend on what changed.
+    let mut state: Vec<(SubjectKind, u32, RecordBatch)> = Vec::new();
+    for kind in [SubjectKind::Person, SubjectKind::Organisation] {
+        let m = &current[&state_table(kind)];
+        let mut read = |p: u32| -> Result<(), StoreError> {
+            store.read_each_where(m, &|f| f.partition == Some(p), &mut |b| {
+                state.push((kind, p, b));
+                Ok(())
+            })
+        };
+        for &p in &parts {
+            read(p)?;
+        }
+        read(unkeyed)?;
+    }
+    let mut affected: HashSet<&str> = new_keys.iter().map(|(_, k)| k.as_str()).collect();
+    let mut near_unkeyed: HashSet<String> = HashSet::new();
+    for (_, p, b) in &state {
+        let cols = StateColumns::of(b)?;
+        for i in 0..b.num_rows() {
+            if *p == unkeyed {
+                if let Some(d) = (!cols.written.is_null(i))
+                    .then(|| crate::ingest::normalise::id_digits(cols.written.value(i)))
+                    .flatten()
+                {
+                    near_unkeyed.extend(crate::ingest::link::id_neighbours(&d));
+                }
+                if !cols.key.is_null(i) {
+                    near_unkeyed.insert(cols.key.value(i).to_string());
+                }
+            } else if touched.contains(&(
+                cols.source.value(i).to_string(),
+                cols.record.value(i).to_string(),
+            )) && !cols.key.is_null(i)
+            {
+                affected.insert(cols.key.value(i));
+            }
+        }
+    }
+    if affected.iter().any(|k| near_unkeyed.contains(*k)) {
+        return full(
+            "a change touches a subject that a record without a valid identifier is linked to or could be",
+        );
+    }
+    // The registry entries of those buckets, and no number below the next free one.
+    let subjects_m = &current[SUBJECTS_TABLE];
+    let mut registry_batches = Vec::new();
+    store.read_each_where(
+        subjects_m,
+        &|f| f.partition.is_some_and(|p| parts.contains(&p)),
+        &mut |b| {
+            registry_batches.push(b);
+            Ok(())
+        },
+    )?;
+    let mut registry =
+        SubjectRegistry::from_batches(&registry_batches).map_err(|reason| StoreError::Corrupt {
+            path: SUBJECTS_TABLE.to_string(),
+            reason,
+        })?;
+    let next: BTreeMap<String, u64> = subjects_m
+        .meta
+        .get(META_NEXT)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            path: SUBJECTS_TABLE.to_string(),
+            reason: format!("its manifest's `{META_NEXT}` is unreadable"),
+        })?;
+    for kind in [SubjectKind::Person, SubjectKind::Organisation] {
+        registry.reserve(kind, next.get(kind.as_str()).copied().unwrap_or(1));
+    }
+    let decisions = crate::review::load_decisions(store)?;
+    let part_ids: HashSet<String> = registry.ids().map(str::to_string).collect();
+    if decisions
+        .merges
+        .iter()
+        .any(|(from, into)| part_ids.contains(from) || part_ids.contains(into))
+    {
+        return full("a steward merge involves a subject the change touches");
+    }
+    // Everything is known: resolve those buckets again.
+    let corrupt_state = |kind: SubjectKind| {
+        move |reason: String| StoreError::Corrupt {
+            path: state_table(kind),
+            reason,
+        }
+    };
+    for (kind, p, b) in &state {
+        let keep: &mut dyn FnMut(&str, &str, &str) -> bool = if *p == unkeyed {
+            &mut |_, _, key| parts.contains(&bucket_of(key, buckets))
+        } else {
+            &mut |source, record, _| !touched.contains(&(source.to_string(), record.to_string()))
+        };
+        ingest
+            .add_state(*kind, b, keep)
+            .map_err(corrupt_state(*kind))?;
+    }
+    let outcome = ingest.finish_with(&mut registry, &decisions, Some(buckets));
+    let inputs = || BTreeMap::from([(META_INPUTS.to_string(), digests.inputs.clone())]);
+    let added = registry.to_partitions(buckets, true);
+    let mut manifests = vec![write_table(
+        store,
+        SUBJECTS_TABLE,
+        registry.to_batch().schema(),
+        Some((subjects_m, &HashSet::new())),
+        &added.iter().map(|(p, b)| (Some(*p), b)).collect::<Vec<_>>(),
+        registry_meta(&registry, inputs()),
+    )?];
+    let mut report_subjects = Vec::new();
+    let mut findings = Vec::new();
+    let mut new_index: HashMap<(String, String), u32> = HashMap::new();
+    for g in &outcome.goldens {
+        let golden_m = &current[Golden::table(g.kind)];
+        let mut counts: Vec<u64> = golden_m
+            .meta
+            .get(META_SUBJECTS)
+            .and_then(|s| serde_json::from_str(s).ok())
+            .filter(|c: &Vec<u64>| c.len() == buckets as usize)
+            .ok_or_else(|| StoreError::Corrupt {
+                path: Golden::table(g.kind).to_string(),
+                reason: format!("its manifest's `{META_SUBJECTS}` is unreadable"),
+            })?;
+        for &p in &parts {
+            counts[p as usize] = g.bucket_subjects[p as usize];
+        }
+        let mut meta = inputs();
+        meta.insert(
+            META_SUBJECTS.to_string(),
+            serde_json::to_string(&counts).expect("numbers serialise"),
+        );
+        manifests.push(write_golden(store, g, Some((golden_m, &parts)), meta)?);
+        manifests.push(write_table(
+            store,
+            &state_table(g.kind),
+            state_schema(&fields_of(catalog, g.kind)),
+            Some((&current[&state_table(g.kind)], &parts)),
+            &g.state
+                .iter()
+                .map(|(p, b)| (Some(*p), b))
+                .collect::<Vec<_>>(),
+            inputs(),
+        )?);
+        let mut rows = Vec::new();
+        state_records(&g.state, &mut rows).map_err(corrupt_state(g.kind))?;
+        new_index.extend(rows.into_iter().map(|(s, r, p)| ((s, r), p)));
+        report_subjects.push((g.kind, counts.iter().sum::<u64>() as usize, g.new_subjects));
+        findings.extend(g.findings.iter().cloned());
+    }
+    // The quarantine and the findings, small, are rewritten: the touched
+    // records' entries and the touched buckets' findings replaced.
+    let mut quarantine: Vec<QuarantineEntry> = crate::review::load_quarantine(store)?
+        .into_iter()
+        .filter(|q| {
+            q.record_id.is_empty() || !touched.contains(&(q.source.clone(), q.record_id.clone()))
+        })
+        .collect();
+    quarantine.extend(outcome.quarantine.iter().cloned());
+    let mut all_findings: Vec<Finding> = load_findings(store)?
+        .into_iter()
+        .filter(|f| !part_ids.contains(&f.subject_id))
+        .collect();
+    all_findings.extend(findings);
+    manifests.push(store.commit_with(
+        QUARANTINE_TABLE,
+        &[quarantine_batch(&quarantine)],
+        inputs(),
+    )?);
+    manifests.push(store.commit_with(
+        FINDINGS_TABLE,
+        &[findings_batch(&all_findings)],
+        inputs(),
+    )?);
+    let review_m = &current[crate::review::REVIEW_TABLE];
+    manifests.push(write_table(
+        store,
+        crate::review::REVIEW_TABLE,
+        review_m.schema()?,
+        Some((review_m, &HashSet::new())),
+        &[],
+        inputs(),
+    )?);
+    // The index: the touched records where they are now (a record
+    // rejected whole sits with the unkeyed ones).
+    let mut records: Vec<(String, String, u32)> = index_rows
+        .into_iter()
+        .filter(|(s, r, _)| !touched.contains(&(s.clone(), r.clone())))
+        .collect();
+    for (s, r) in &touched {
+        let p = new_index
+            .get(&(s.clone(), r.clone()))
+            .copied()
+            .unwrap_or(unkeyed);
+        records.push((s.clone(), r.clone(), p));
+    }
+    let mut meta = index.meta.clone();
+    meta.insert(META_INPUTS.to_string(), digests.inputs.clone());
+    meta.insert(META_WRITTEN.to_string(), digests.inputs.clone());
+    meta.insert(META_STAGED.to_string(), staged_versions(staged));
+    let batches = records_batches(&records, buckets);
+    manifests.push(write_table(
+        store,
+        RECORDS_TABLE,
+        records_schema(),
+        Some((&index, &index_parts)),
+        &batches
+            .iter()
+            .map(|(p, b)| (Some(*p), b))
+            .collect::<Vec<_>>(),
+        meta,
+    )?);
+    let count = |key: &str| {
+        index
+            .meta
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(Some(PullReport {
+        sources: Vec::new(),
+        never_pulled: Vec::new(),
+        subjects: report_subjects,
+        quarantined: quarantine.len(),
+        findings: all_findings.len(),
+        review: review_m.rows as usize,
+        probable_links: count(META_PROBABLE),
+        steward_links: count(META_STEWARD),
+        unchanged: false,
+        touched: Some(Touched {
+            records: rows,
+            partitions: parts.len(),
+            buckets,
+        }),
+        manifests,
+        elapsed: Duration::ZERO,
+    }))
+}
+
+/// The text columns of a resolve-state batch an incremental resolve reads.
+struct StateColumns<'a> {
+    source: &'a StringArray,
+    record: &'a StringArray,
+    key: &'a StringArray,
+    written: &'a StringArray,
+}
+
+impl<'a> StateColumns<'a> {
+    fn of(b: &'a RecordBatch) -> Result<Self, StoreError> {
+        use crate::ingest::COL_KEY;
+        use crate::ingest::resolve::{STATE_RECORD, STATE_SOURCE, STATE_WRITTEN_ID};
+        let col = |name: &str| {
+            b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| StoreError::Corrupt {
+                    path: "resolve state".to_string(),
+                    reason: format!("no text column `{name}`"),
+                })
+        };
+        Ok(StateColumns {
+            source: col(STATE_SOURCE)?,
+            record: col(STATE_RECORD)?,
+            key: col(COL_KEY)?,
+            written: col(STATE_WRITTEN_ID)?,
+        })
+    }
 }
 
 /// Pull each source whose connector file sets `pull_interval_secs`, every

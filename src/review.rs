@@ -13,6 +13,7 @@ use std::sync::Arc;
 use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field as ArrowField, Schema};
 
+use crate::ingest::resolve::Finding;
 use crate::ingest::{Decision, Decisions, QuarantineEntry, ReviewItem};
 use crate::store::{StoreError, TableStore};
 
@@ -284,6 +285,36 @@ pub fn load_quarantine(store: &TableStore) -> Result<Vec<QuarantineEntry>, Store
                 field: v(3),
                 reason: v(4),
                 raw: v(5),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The current data-quality findings.
+pub fn load_findings(store: &TableStore) -> Result<Vec<Finding>, StoreError> {
+    let Some(m) = store.current(crate::pull::FINDINGS_TABLE)? else {
+        return Ok(Vec::new());
+    };
+    let table = crate::pull::FINDINGS_TABLE;
+    let mut out = Vec::new();
+    for b in store.read(&m)? {
+        let cols = crate::ingest::resolve::FINDING_COLUMNS
+            .iter()
+            .map(|n| text_col(&b, table, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        for i in 0..b.num_rows() {
+            let v = |c: usize| cols[c].value(i).to_string();
+            out.push(Finding {
+                subject_id: v(0),
+                field: v(1),
+                owner: v(2),
+                kept_value: v(3),
+                kept_agency: v(4),
+                kept_record: v(5),
+                other_value: v(6),
+                other_agency: v(7),
+                other_record: v(8),
             });
         }
     }

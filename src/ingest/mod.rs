@@ -157,6 +157,10 @@ pub struct Ingest<'c> {
     catalog: &'c Catalog,
     resolvers: Vec<Resolver<'c>>,
     pub quarantine: Vec<QuarantineEntry>,
+    /// With [`Ingest::tracking`]: the (source, record id) of every row
+    /// added, for an incremental resolve to know which records changed.
+    pub touched: Vec<(String, String)>,
+    track: bool,
 }
 
 impl<'c> Ingest<'c> {
@@ -169,7 +173,45 @@ impl<'c> Ingest<'c> {
             catalog,
             resolvers,
             quarantine: Vec::new(),
+            touched: Vec::new(),
+            track: false,
         }
+    }
+
+    /// An ingest that keeps the (source, record id) of each row it adds.
+    pub fn tracking(catalog: &'c Catalog) -> Self {
+        Ingest {
+            track: true,
+            ..Ingest::new(catalog)
+        }
+    }
+
+    /// Whether a record without a valid identifier was added.
+    pub fn has_unkeyed(&self) -> bool {
+        self.resolvers.iter().any(Resolver::has_unkeyed)
+    }
+
+    /// The subject keys added so far, with their kind.
+    pub fn keys(&self) -> Vec<(SubjectKind, String)> {
+        self.resolvers
+            .iter()
+            .flat_map(|r| r.keys().map(|k| (r.kind(), k.to_string())))
+            .collect()
+    }
+
+    /// Add the records of a resolve-state batch of `kind` that `keep`
+    /// accepts (given source, record id and subject key).
+    pub fn add_state(
+        &mut self,
+        kind: SubjectKind,
+        batch: &RecordBatch,
+        keep: &mut dyn FnMut(&str, &str, &str) -> bool,
+    ) -> Result<(), String> {
+        self.resolvers
+            .iter_mut()
+            .find(|r| r.kind() == kind)
+            .expect("a resolver per subject kind")
+            .add_state(batch, keep)
     }
 
     /// Normalise one pulled batch of `spec`'s source and add its records.
@@ -230,6 +272,10 @@ impl<'c> Ingest<'c> {
         for row in 0..batch.num_rows() {
             let position = positions.value(row);
             let record_id = ids.value(row);
+            if self.track {
+                self.touched
+                    .push((spec.name.clone(), record_id.to_string()));
+            }
             let quarantine = |field: &str, reason: String, raw: &str| QuarantineEntry {
                 source: spec.name.clone(),
                 agency: spec.agency.clone(),
@@ -299,13 +345,24 @@ impl<'c> Ingest<'c> {
     /// subject ids of `registry` (which gains the new subjects) and
     /// applying the stewards' `decisions`.
     pub fn finish(self, registry: &mut SubjectRegistry, decisions: &Decisions) -> IngestOutcome {
+        self.finish_with(registry, decisions, None)
+    }
+
+    /// [`Ingest::finish`]; with `buckets`, golden rows and resolve state
+    /// in that many partitions (see [`Golden::state`]).
+    pub fn finish_with(
+        self,
+        registry: &mut SubjectRegistry,
+        decisions: &Decisions,
+        buckets: Option<u32>,
+    ) -> IngestOutcome {
         let mut quarantine = self.quarantine;
         let mut review = Vec::new();
         let goldens = self
             .resolvers
             .into_iter()
             .map(|r| {
-                let mut g = r.finish(registry, decisions);
+                let mut g = r.finish_with(registry, decisions, buckets);
                 quarantine.append(&mut g.quarantine);
                 review.append(&mut g.review);
                 g

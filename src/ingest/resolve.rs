@@ -9,10 +9,10 @@
 //! data-quality finding. Subject ids are stable: a key seen before keeps
 //! its id, and a merged id redirects.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field as ArrowField, Schema, SchemaRef};
 
 use super::link::{self, Band, LEVELS, Model, NameForms, NameLevel};
@@ -24,6 +24,29 @@ use crate::catalog::{Catalog, Field, FieldKind, SubjectKind};
 
 /// Rows per golden batch.
 const GOLDEN_BATCH_ROWS: usize = 65_536;
+
+/// The partition of a subject key among `buckets`: FNV-1a, so that it is
+/// the same in every build and on every platform (a stored table's
+/// partitions outlive the binary that wrote them).
+pub fn bucket_of(key: &str, buckets: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % u64::from(buckets.max(1))) as u32
+}
+
+/// Columns of the resolve state (one row per record, see
+/// [`Golden::state`]) besides the per-field value and raw value.
+pub const STATE_SOURCE: &str = "source";
+pub const STATE_AGENCY: &str = "agency";
+pub const STATE_RECORD: &str = "record_id";
+pub const STATE_AS_OF: &str = "as_of";
+pub const STATE_POSITION: &str = "position";
+pub const STATE_LINK: &str = "link";
+pub const STATE_WRITTEN_ID: &str = "written_id";
+pub const STATE_PROBLEM: &str = "problem";
 
 /// A disagreement between agencies about one subject's field, for the
 /// field's owning agency to check (校核纠错).
@@ -135,6 +158,8 @@ pub struct RecordLink {
 pub struct SubjectRegistry {
     ids: HashMap<(SubjectKind, String), String>,
     next: HashMap<SubjectKind, u64>,
+    /// The keys `id_for` gave a new id, in order.
+    added: Vec<(SubjectKind, String)>,
 }
 
 impl SubjectRegistry {
@@ -156,7 +181,25 @@ impl SubjectRegistry {
         let id = subject_id(kind, *next);
         *next += 1;
         self.ids.insert((kind, key.to_string()), id.clone());
+        self.added.push((kind, key.to_string()));
         (id, true)
+    }
+
+    /// The next number `id_for` gives a new subject of `kind`.
+    pub fn next_number(&self, kind: SubjectKind) -> u64 {
+        self.next.get(&kind).copied().unwrap_or(1)
+    }
+
+    /// Never give a new subject of `kind` a number below `next` (a
+    /// registry loaded in part still hands out only unused ids).
+    pub fn reserve(&mut self, kind: SubjectKind, next: u64) {
+        let n = self.next.entry(kind).or_insert(1);
+        *n = (*n).max(next);
+    }
+
+    /// The ids of the registry, whatever their kind.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.ids.values().map(String::as_str)
     }
 
     pub fn len(&self) -> usize {
@@ -180,6 +223,48 @@ impl SubjectRegistry {
             .map(|((k, key), id)| (k.as_str(), key.as_str(), id.as_str()))
             .collect();
         rows.sort_unstable();
+        Self::batch_of(&rows)
+    }
+
+    /// The registry as batches by the bucket of each key, sorted within a
+    /// bucket; with `only_added`, just the keys `id_for` added.
+    pub fn to_partitions(&self, buckets: u32, only_added: bool) -> Vec<(u32, RecordBatch)> {
+        let mut rows: Vec<(u32, &str, &str, &str)> = if only_added {
+            self.added
+                .iter()
+                .map(|(k, key)| {
+                    let id = &self.ids[&(*k, key.clone())];
+                    (
+                        bucket_of(key, buckets),
+                        k.as_str(),
+                        key.as_str(),
+                        id.as_str(),
+                    )
+                })
+                .collect()
+        } else {
+            self.ids
+                .iter()
+                .map(|((k, key), id)| {
+                    (
+                        bucket_of(key, buckets),
+                        k.as_str(),
+                        key.as_str(),
+                        id.as_str(),
+                    )
+                })
+                .collect()
+        };
+        rows.sort_unstable();
+        rows.chunk_by(|a, b| a.0 == b.0)
+            .map(|run| {
+                let rows: Vec<(&str, &str, &str)> = run.iter().map(|r| (r.1, r.2, r.3)).collect();
+                (run[0].0, Self::batch_of(&rows))
+            })
+            .collect()
+    }
+
+    fn batch_of(rows: &[(&str, &str, &str)]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
             ArrowField::new("kind", DataType::Utf8, false),
             ArrowField::new(COL_KEY, DataType::Utf8, false),
@@ -241,6 +326,20 @@ pub struct Golden {
     pub steward_links: usize,
     /// The fitted linking model, when there was anything to link.
     pub model: Option<Model>,
+    /// With partitions: each golden batch's partition (the bucket of its
+    /// subjects' keys); empty otherwise.
+    pub partitions: Vec<u32>,
+    /// With partitions: every record as normalised, the subject key it
+    /// belongs to and how it was linked, by partition: the bucket of its
+    /// key, or the extra partition `buckets` for the records without a
+    /// valid identifier. An incremental resolve re-reads only the
+    /// partitions a change touches, instead of normalising every record.
+    pub state: Vec<(u32, RecordBatch)>,
+    /// With partitions: the subjects (not counting merged keys) per bucket.
+    pub bucket_subjects: Vec<u64>,
+    /// With partitions: the buckets holding a subject a steward merged or
+    /// merged into (their rows depend on another bucket's records).
+    pub merge_buckets: BTreeSet<u32>,
 }
 
 impl Golden {
@@ -259,6 +358,7 @@ struct RecordMeta {
 }
 
 /// One value a record gives for a field.
+#[derive(Clone)]
 struct Cand {
     field: u16,
     rec: u32,
@@ -302,6 +402,9 @@ pub struct Resolver<'c> {
     cands: Vec<Vec<Cand>>,
     /// Each record's subject (index into `keys`), `u32::MAX` if none yet.
     record_subject: Vec<u32>,
+    /// Where each linked record's values sit in its subject's `cands`
+    /// (start, length), until steward merges move them.
+    rec_span: Vec<(u32, u32)>,
     record_kind: Vec<Option<LinkKind>>,
     unkeyed: Vec<Unkeyed>,
     true_pairs: [u64; LEVELS],
@@ -343,6 +446,7 @@ impl<'c> Resolver<'c> {
             keys: Vec::new(),
             cands: Vec::new(),
             record_subject: Vec::new(),
+            rec_span: Vec::new(),
             record_kind: Vec::new(),
             unkeyed: Vec::new(),
             true_pairs: [0; LEVELS],
@@ -368,6 +472,7 @@ impl<'c> Resolver<'c> {
         };
         self.records.push(meta);
         self.record_subject.push(NONE);
+        self.rec_span.push((0, 0));
         self.record_kind.push(None);
         (self.records.len() - 1) as u32
     }
@@ -398,6 +503,23 @@ impl<'c> Resolver<'c> {
         as_of: &str,
         values: &[(&Field, String, &str)],
     ) {
+        self.add_linked(key, LinkKind::Exact, source, agency, record, as_of, values);
+    }
+
+    /// Add a record to the subject of `key` as linked earlier by `kind`
+    /// (an incremental resolve re-adding a record that the model or a
+    /// steward linked without a valid identifier of its own).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_linked(
+        &mut self,
+        key: &str,
+        kind: LinkKind,
+        source: &str,
+        agency: &str,
+        record: &str,
+        as_of: &str,
+        values: &[(&Field, String, &str)],
+    ) {
         let rec = self.record(source, agency, record, as_of);
         let cands = self.cands_of(rec, values);
         let subject = match self.index.get(key) {
@@ -410,7 +532,7 @@ impl<'c> Resolver<'c> {
                 s
             }
         };
-        self.link(rec, subject, LinkKind::Exact, cands);
+        self.link(rec, subject, kind, cands);
     }
 
     /// Add a record whose identifier failed validation (`problem` says
@@ -454,6 +576,7 @@ impl<'c> Resolver<'c> {
             let level = link::compare(&NameForms::of(&old.value), &NameForms::of(&new.value));
             self.true_pairs[level as usize] += 1;
         }
+        self.rec_span[rec as usize] = (slot.len() as u32, cands.len() as u32);
         slot.extend(cands);
     }
 
@@ -650,18 +773,101 @@ impl<'c> Resolver<'c> {
         Model::fit(&names, self.true_pairs, density)
     }
 
+    /// The keys of the subjects added so far.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| &**k)
+    }
+
+    /// Whether any record without a valid identifier was added.
+    pub fn has_unkeyed(&self) -> bool {
+        !self.unkeyed.is_empty()
+    }
+
     /// Link what can be linked, assign subject ids from `registry` (adding
     /// the new ones to it) and build the golden table.
-    pub fn finish(mut self, registry: &mut SubjectRegistry, decisions: &Decisions) -> Golden {
-        // Subject ids in key order.
+    pub fn finish(self, registry: &mut SubjectRegistry, decisions: &Decisions) -> Golden {
+        self.finish_with(registry, decisions, None)
+    }
+
+    /// [`Resolver::finish`]; with `buckets`, the golden rows and the
+    /// resolve state are grouped in that many partitions by key (see
+    /// [`Golden::state`]).
+    pub fn finish_with(
+        mut self,
+        registry: &mut SubjectRegistry,
+        decisions: &Decisions,
+        buckets: Option<u32>,
+    ) -> Golden {
+        let buckets = buckets.map(|n| n.max(1));
+        // Subject ids in key order (within a bucket, when partitioned).
+        let bucket: Vec<u32> = match buckets {
+            Some(n) => self.keys.iter().map(|k| bucket_of(k, n)).collect(),
+            None => Vec::new(),
+        };
+        let bucket_of_subject = |s: u32| bucket.get(s as usize).copied().unwrap_or(0);
         let mut order: Vec<u32> = (0..self.keys.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| self.keys[a as usize].cmp(&self.keys[b as usize]));
+        order.sort_unstable_by(|&a, &b| {
+            (bucket_of_subject(a), &self.keys[a as usize])
+                .cmp(&(bucket_of_subject(b), &self.keys[b as usize]))
+        });
         let mut new_subjects = 0;
         let mut ids = vec![String::new(); self.keys.len()];
         for &s in &order {
             let (id, new) = registry.id_for(self.kind, &self.keys[s as usize]);
             new_subjects += usize::from(new);
             ids[s as usize] = id;
+        }
+        // The records linked by their own valid identifier, by bucket,
+        // before steward merges move their values.
+        let mut state = Vec::new();
+        let mut unkeyed_state = Vec::new();
+        if let Some(n) = buckets {
+            let mut by_bucket: Vec<Vec<u32>> = vec![Vec::new(); n as usize];
+            for (rec, (&s, &kind)) in self
+                .record_subject
+                .iter()
+                .zip(&self.record_kind)
+                .enumerate()
+            {
+                if s != NONE && kind == Some(LinkKind::Exact) {
+                    by_bucket[bucket[s as usize] as usize].push(rec as u32);
+                }
+            }
+            for (b, recs) in by_bucket.iter().enumerate() {
+                for chunk in recs.chunks(GOLDEN_BATCH_ROWS) {
+                    let rows: Vec<StateRow> = chunk
+                        .iter()
+                        .map(|&rec| {
+                            let s = self.record_subject[rec as usize];
+                            let (start, len) = self.rec_span[rec as usize];
+                            StateRow {
+                                rec,
+                                key: Some(&self.keys[s as usize]),
+                                link: Some(LinkKind::Exact),
+                                unkeyed: None,
+                                values: &self.cands[s as usize]
+                                    [start as usize..(start + len) as usize],
+                            }
+                        })
+                        .collect();
+                    state.push((b as u32, self.state_batch(&rows)));
+                }
+            }
+            // The records without one: their values now, their links after
+            // linking.
+            unkeyed_state = self
+                .unkeyed
+                .iter()
+                .map(|u| {
+                    (
+                        u.rec,
+                        u.position,
+                        u.written_id.clone(),
+                        u.problem.clone(),
+                        u.values.iter().map(Cand::clone).collect::<Vec<_>>(),
+                    )
+                })
+                .collect::<Vec<_>>();
         }
         // Steward merges: a merged subject's records join the one it
         // redirects to, and its key serves that subject's record.
@@ -694,12 +900,52 @@ impl<'c> Resolver<'c> {
             }
         }
         let (review, quarantine, model) = self.link_unkeyed(&ids, decisions, &alias);
+        if let Some(n) = buckets
+            && !unkeyed_state.is_empty()
+        {
+            let rows: Vec<StateRow> = unkeyed_state
+                .iter()
+                .map(|(rec, position, written, problem, values)| {
+                    let s = self.record_subject[*rec as usize];
+                    StateRow {
+                        rec: *rec,
+                        key: (s != NONE).then(|| &*self.keys[s as usize]),
+                        link: self.record_kind[*rec as usize],
+                        unkeyed: Some((*position, written, problem)),
+                        values,
+                    }
+                })
+                .collect();
+            for chunk in rows.chunks(GOLDEN_BATCH_ROWS) {
+                state.push((n, self.state_batch(chunk)));
+            }
+        }
+        let mut merge_buckets = BTreeSet::new();
+        let mut bucket_subjects = vec![0u64; buckets.unwrap_or(0) as usize];
+        if buckets.is_some() {
+            for (s, &t) in alias.iter().enumerate() {
+                if t as usize != s {
+                    merge_buckets.insert(bucket[s]);
+                    merge_buckets.insert(bucket[t as usize]);
+                } else {
+                    bucket_subjects[bucket[s] as usize] += 1;
+                }
+            }
+        }
 
         let schema = golden_schema(&self.fields);
         let mut batches = Vec::new();
+        let mut partitions = Vec::new();
         let mut findings = Vec::new();
         let nfields = self.fields.len();
-        for chunk in order.chunks(GOLDEN_BATCH_ROWS) {
+        // Chunks that never straddle two buckets.
+        let chunks = order
+            .chunk_by(|&a, &b| bucket_of_subject(a) == bucket_of_subject(b))
+            .flat_map(|run| run.chunks(GOLDEN_BATCH_ROWS));
+        for chunk in chunks {
+            if buckets.is_some() {
+                partitions.push(bucket_of_subject(chunk[0]));
+            }
             // Per subject of the chunk, each field's winner.
             let winners: Vec<Vec<Option<&Cand>>> = chunk
                 .iter()
@@ -802,8 +1048,163 @@ impl<'c> Resolver<'c> {
             probable_links: count(LinkKind::Probable),
             steward_links: count(LinkKind::Steward),
             model,
+            partitions,
+            state,
+            bucket_subjects,
+            merge_buckets,
         }
     }
+
+    /// Resolve-state rows as one batch (schema [`state_schema`]).
+    fn state_batch(&self, rows: &[StateRow]) -> RecordBatch {
+        let meta = |r: &StateRow| &self.records[r.rec as usize];
+        let mut columns: Vec<ArrayRef> = vec![
+            text_column(
+                rows.iter()
+                    .map(|r| Some(self.sources[meta(r).source as usize].as_str())),
+            ),
+            text_column(
+                rows.iter()
+                    .map(|r| Some(self.agencies[meta(r).agency as usize].as_str())),
+            ),
+            text_column(rows.iter().map(|r| Some(&*meta(r).record))),
+            text_column(rows.iter().map(|r| Some(&*meta(r).as_of))),
+            Arc::new(
+                rows.iter()
+                    .map(|r| r.unkeyed.map(|u| u.0))
+                    .collect::<UInt64Array>(),
+            ),
+            text_column(rows.iter().map(|r| r.key)),
+            text_column(rows.iter().map(|r| r.link.map(LinkKind::as_str))),
+            text_column(rows.iter().map(|r| r.unkeyed.map(|u| u.1))),
+            text_column(rows.iter().map(|r| r.unkeyed.map(|u| u.2))),
+        ];
+        for f in 0..self.fields.len() as u16 {
+            fn of<'r>(r: &StateRow<'r>, f: u16) -> Option<&'r Cand> {
+                r.values.iter().find(|c| c.field == f)
+            }
+            columns.push(text_column(
+                rows.iter().map(|r| of(r, f).map(|c| &*c.value)),
+            ));
+            columns.push(text_column(
+                rows.iter().map(|r| of(r, f).and_then(|c| c.raw.as_deref())),
+            ));
+        }
+        RecordBatch::try_new(state_schema(&self.fields), columns)
+            .expect("columns match the state schema")
+    }
+
+    /// Add the records of resolve-state rows (see [`Golden::state`]) that
+    /// `keep` accepts: a record linked by its own identifier to its key's
+    /// subject, one linked by the model or a steward to the subject it was
+    /// linked to. Records that were left unlinked are not added (an
+    /// incremental resolve leaves them as they are).
+    pub fn add_state(
+        &mut self,
+        batch: &RecordBatch,
+        keep: &mut dyn FnMut(&str, &str, &str) -> bool,
+    ) -> Result<(), String> {
+        let text = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| format!("resolve state has no text column `{name}`"))
+        };
+        let (sources, agencies, records, as_ofs, keys, links) = (
+            text(STATE_SOURCE)?,
+            text(STATE_AGENCY)?,
+            text(STATE_RECORD)?,
+            text(STATE_AS_OF)?,
+            text(COL_KEY)?,
+            text(STATE_LINK)?,
+        );
+        let fields = self.fields.clone();
+        let columns = fields
+            .iter()
+            .map(|f| {
+                Ok((
+                    *f,
+                    text(&f.qualified)?,
+                    text(&format!("{}{SUFFIX_RAW}", f.qualified))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut values: Vec<(&Field, String, &str)> = Vec::with_capacity(columns.len());
+        for row in 0..batch.num_rows() {
+            if keys.is_null(row) || links.is_null(row) {
+                continue;
+            }
+            let (source, record, key) = (sources.value(row), records.value(row), keys.value(row));
+            if !keep(source, record, key) {
+                continue;
+            }
+            let kind = match links.value(row) {
+                "exact" => LinkKind::Exact,
+                "probable" => LinkKind::Probable,
+                "steward" => LinkKind::Steward,
+                other => return Err(format!("resolve state has an unknown link kind `{other}`")),
+            };
+            values.clear();
+            for (f, value, raw) in &columns {
+                if value.is_null(row) {
+                    continue;
+                }
+                let v = value.value(row);
+                values.push((
+                    *f,
+                    v.to_string(),
+                    if raw.is_null(row) { v } else { raw.value(row) },
+                ));
+            }
+            self.add_linked(
+                key,
+                kind,
+                source,
+                agencies.value(row),
+                record,
+                as_ofs.value(row),
+                &values,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One record in the resolve state.
+struct StateRow<'a> {
+    rec: u32,
+    /// The subject key it belongs to, if linked.
+    key: Option<&'a str>,
+    link: Option<LinkKind>,
+    /// For a record without a valid identifier: its position in the
+    /// source, the identifier as written and what is wrong with it.
+    unkeyed: Option<(u64, &'a str, &'a str)>,
+    values: &'a [Cand],
+}
+
+/// Schema of the resolve state: one row per record (see [`Golden::state`]).
+pub fn state_schema(fields: &[&Field]) -> SchemaRef {
+    let mut cols = vec![
+        ArrowField::new(STATE_SOURCE, DataType::Utf8, false),
+        ArrowField::new(STATE_AGENCY, DataType::Utf8, false),
+        ArrowField::new(STATE_RECORD, DataType::Utf8, false),
+        ArrowField::new(STATE_AS_OF, DataType::Utf8, false),
+        ArrowField::new(STATE_POSITION, DataType::UInt64, true),
+        ArrowField::new(COL_KEY, DataType::Utf8, true),
+        ArrowField::new(STATE_LINK, DataType::Utf8, true),
+        ArrowField::new(STATE_WRITTEN_ID, DataType::Utf8, true),
+        ArrowField::new(STATE_PROBLEM, DataType::Utf8, true),
+    ];
+    for f in fields {
+        for suffix in ["", SUFFIX_RAW] {
+            cols.push(ArrowField::new(
+                format!("{}{suffix}", f.qualified),
+                DataType::Utf8,
+                true,
+            ));
+        }
+    }
+    Arc::new(Schema::new(cols))
 }
 
 /// One text column from optional values.
@@ -830,19 +1231,22 @@ pub fn golden_schema(fields: &[&Field]) -> SchemaRef {
     Arc::new(Schema::new(cols))
 }
 
+/// The columns of the findings table, in [`Finding`]'s field order.
+pub const FINDING_COLUMNS: [&str; 9] = [
+    "subject_id",
+    "field",
+    "owner",
+    "kept_value",
+    "kept_agency",
+    "kept_record",
+    "other_value",
+    "other_agency",
+    "other_record",
+];
+
 /// The findings of all golden tables as one Arrow batch, for the store.
 pub fn findings_batch(findings: &[Finding]) -> RecordBatch {
-    let names = [
-        "subject_id",
-        "field",
-        "owner",
-        "kept_value",
-        "kept_agency",
-        "kept_record",
-        "other_value",
-        "other_agency",
-        "other_record",
-    ];
+    let names = FINDING_COLUMNS;
     let getters: [fn(&Finding) -> &str; 9] = [
         |f| &f.subject_id,
         |f| &f.field,
@@ -1220,5 +1624,89 @@ mod tests {
         assert_eq!(g.subjects, 2);
         assert_eq!(g.new_subjects, 0);
         assert_eq!(value(&g, 0, "subject_id"), Some(pb));
+    }
+
+    #[test]
+    fn buckets_are_stable_and_spread() {
+        // Stored partitions outlive the binary: these values never change.
+        assert_eq!(bucket_of("", 16), (0xcbf2_9ce4_8422_2325u64 % 16) as u32);
+        assert_eq!(bucket_of("650102198506150010", 1), 0);
+        let a = bucket_of("650102198506150010", 1024);
+        assert_eq!(a, bucket_of("650102198506150010", 1024));
+        assert!(a < 1024);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..1000 {
+            seen.insert(bucket_of(&format!("65010219850615{i:04}"), 16));
+        }
+        assert_eq!(seen.len(), 16, "a thousand keys reach every bucket");
+    }
+
+    #[test]
+    fn the_resolve_state_resolves_again_to_the_same_golden_rows() {
+        let cat = catalog();
+        let name = cat.field("population.name").expect("field").1;
+        let sex = cat.field("population.sex").expect("field").1;
+        let add_all = |r: &mut Resolver| {
+            for (i, (key, agency, name_raw)) in [
+                ("650102198506150010", "xj-gat", "麦麦提·艾力"),
+                ("650102198506150010", "xj-mzt", "买买提.艾力"),
+                ("11010519491231002X", "xj-mzt", "张三"),
+                ("650102199001010015", "xj-gat", "王芳"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                r.add(
+                    key,
+                    "src",
+                    agency,
+                    &format!("R{i}"),
+                    "2024-01-01 00:00:00",
+                    &[
+                        (
+                            name,
+                            super::super::normalise::person_name(name_raw),
+                            name_raw,
+                        ),
+                        (sex, "男".into(), "1"),
+                    ],
+                );
+            }
+        };
+        let mut r = Resolver::new(&cat, SubjectKind::Person);
+        add_all(&mut r);
+        let mut registry = SubjectRegistry::default();
+        let g = r.finish_with(&mut registry, &Decisions::new(), Some(4));
+        assert_eq!(g.batches.len(), g.partitions.len());
+        let rows: usize = g.state.iter().map(|(_, b)| b.num_rows()).sum();
+        assert_eq!(rows, 4, "one state row per record");
+        assert_eq!(g.bucket_subjects.iter().sum::<u64>(), 3);
+        for (p, b) in &g.state {
+            let keys = b
+                .column_by_name(COL_KEY)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .expect("keys");
+            for k in keys.iter() {
+                assert_eq!(bucket_of(k.expect("a key"), 4), *p);
+            }
+        }
+        // Fed back, the state gives the same golden rows, ids and findings.
+        let mut again = Resolver::new(&cat, SubjectKind::Person);
+        for (_, b) in &g.state {
+            again.add_state(b, &mut |_, _, _| true).expect("state");
+        }
+        let g2 = again.finish_with(&mut registry, &Decisions::new(), Some(4));
+        assert_eq!(g2.new_subjects, 0);
+        assert_eq!(g2.batches, g.batches);
+        assert_eq!(g2.partitions, g.partitions);
+        assert_eq!(g2.findings, g.findings);
+        // And `keep` leaves a record out.
+        let mut less = Resolver::new(&cat, SubjectKind::Person);
+        for (_, b) in &g.state {
+            less.add_state(b, &mut |_, record, _| record != "R3")
+                .expect("state");
+        }
+        let g3 = less.finish_with(&mut registry, &Decisions::new(), Some(4));
+        assert_eq!(g3.bucket_subjects.iter().sum::<u64>(), 2);
     }
 }

@@ -341,3 +341,51 @@ fn table_names_are_checked() {
         assert!(err.contains("is not a valid table name"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn a_partition_is_replaced_and_the_others_kept() {
+    for (store, _dir) in backends() {
+        let schema = batch(&[]).schema();
+        let mut w = store.writer("p", schema.clone(), None).expect("writer");
+        for (p, keys) in [(0, &["a0", "b0"][..]), (1, &["a1"]), (2, &["a2", "b2"])] {
+            w.partition(p).expect("partition");
+            w.write(&batch(keys)).expect("write");
+        }
+        let m1 = w.commit(BTreeMap::new()).expect("commit");
+        assert_eq!(m1.rows, 5);
+        let parts: Vec<_> = m1.files.iter().map(|f| f.partition).collect();
+        assert_eq!(parts, [Some(0), Some(1), Some(2)], "one file per partition");
+
+        // Version 2: partition 1 rewritten, partition 2 emptied, 3 added.
+        let mut w = store
+            .writer("p", schema.clone(), Some(m1.version))
+            .expect("writer");
+        w.replace_partitions(&[1, 2].into_iter().collect());
+        for (p, keys) in [(1, &["c1"][..]), (3, &["a3"])] {
+            w.partition(p).expect("partition");
+            w.write(&batch(keys)).expect("write");
+        }
+        let m2 = w.commit(BTreeMap::new()).expect("commit");
+        assert_eq!(m2.rows, 4);
+        let mut keys = keys_of(&store, &m2);
+        keys.sort();
+        assert_eq!(keys, ["a0", "a3", "b0", "c1"]);
+        assert_eq!(m2.files[0], m1.files[0], "partition 0's file is shared");
+        assert_eq!(keys_of(&store, &m1).len(), 5, "version 1 is unchanged");
+
+        // One partition read alone.
+        let mut one = Vec::new();
+        store
+            .read_each_where(&m2, &|f| f.partition == Some(3), &mut |b| {
+                one.push(b.num_rows());
+                Ok(())
+            })
+            .expect("read");
+        assert_eq!(one, [1]);
+
+        // An append that writes nothing keeps every file and adds none.
+        let w = store.writer("p", schema, Some(m2.version)).expect("writer");
+        let m3 = w.commit(BTreeMap::new()).expect("commit");
+        assert_eq!(m3.files, m2.files);
+    }
+}

@@ -73,6 +73,11 @@ pub struct FileEntry {
     pub rows: u64,
     pub bytes: u64,
     pub sha256: String,
+    /// The partition the file's rows belong to, for tables written in
+    /// partitions (see [`TableWriter::partition`]): a later version can
+    /// replace one partition's files and keep the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -269,6 +269,16 @@ impl TableStore {
     /// Write `batches` as a new version of `table` that replaces the rows
     /// of earlier versions, and make it current.
     pub fn commit(&self, table: &str, batches: &[RecordBatch]) -> Result<Manifest, StoreError> {
+        self.commit_with(table, batches, Default::default())
+    }
+
+    /// [`TableStore::commit`] with `meta` written beside the version.
+    pub fn commit_with(
+        &self,
+        table: &str,
+        batches: &[RecordBatch],
+        meta: std::collections::BTreeMap<String, String>,
+    ) -> Result<Manifest, StoreError> {
         let schema = batches
             .first()
             .map(|b| b.schema())
@@ -281,7 +291,7 @@ impl TableStore {
         for b in batches {
             w.write(b)?;
         }
-        w.commit(Default::default())
+        w.commit(meta)
     }
 
     /// Start a new version of `table`. With `append_to`, the new version
@@ -344,6 +354,7 @@ impl TableStore {
             nonce: hex::encode(nonce),
             files: Vec::new(),
             part: None,
+            partition: None,
             rows: 0,
         })
     }
@@ -356,7 +367,18 @@ impl TableStore {
         manifest: &Manifest,
         each: &mut dyn FnMut(RecordBatch) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        for entry in &manifest.files {
+        self.read_each_where(manifest, &|_| true, each)
+    }
+
+    /// [`TableStore::read_each`] over the files `wanted` picks (for
+    /// example one partition's), each checked the same way.
+    pub fn read_each_where(
+        &self,
+        manifest: &Manifest,
+        wanted: &dyn Fn(&FileEntry) -> bool,
+        each: &mut dyn FnMut(RecordBatch) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for entry in manifest.files.iter().filter(|e| wanted(e)) {
             let path = Path::from(format!("{}/{}", manifest.table, entry.path));
             let bytes = block_on(async {
                 let got = self.objects.get(&path).await?;
@@ -652,6 +674,8 @@ pub struct TableWriter<'a> {
     nonce: String,
     files: Vec<FileEntry>,
     part: Option<OpenPart>,
+    /// The partition rows written now belong to.
+    partition: Option<u32>,
     rows: u64,
 }
 
@@ -665,6 +689,28 @@ impl TableWriter<'_> {
         |e| StoreError::Encode {
             table: self.table.clone(),
             reason: e.to_string(),
+        }
+    }
+
+    /// Rows written from now on belong to `partition` (they start a new
+    /// file). A table written in partitions can later be rewritten one
+    /// partition at a time with [`TableWriter::replace_partitions`].
+    pub fn partition(&mut self, partition: u32) -> Result<(), StoreError> {
+        if self.partition != Some(partition) {
+            self.finish_part()?;
+            self.partition = Some(partition);
+        }
+        Ok(())
+    }
+
+    /// Drop the files of these partitions from the version this writer
+    /// appends to: the new version holds what this writer writes for them
+    /// instead, and keeps every other file of its base.
+    pub fn replace_partitions(&mut self, partitions: &HashSet<u32>) {
+        if let Some(base) = self.base.as_mut() {
+            base.files
+                .retain(|f| f.partition.is_none_or(|p| !partitions.contains(&p)));
+            base.rows = base.files.iter().map(|f| f.rows).sum();
         }
     }
 
@@ -726,6 +772,7 @@ impl TableWriter<'_> {
             rows: part.rows,
             bytes: bytes.len() as u64,
             sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref()),
+            partition: self.partition,
         };
         self.store.put(&path, Bytes::from(bytes), PutMode::Create)?;
         self.rows += part.rows;
@@ -739,7 +786,10 @@ impl TableWriter<'_> {
         mut self,
         meta: std::collections::BTreeMap<String, String>,
     ) -> Result<Manifest, StoreError> {
-        if self.part.is_none() && self.files.is_empty() {
+        if self.part.is_none()
+            && self.files.is_empty()
+            && self.base.as_ref().is_none_or(|m| m.files.is_empty())
+        {
             // An empty version still has one (empty) file, so that its
             // schema can be read back.
             let props = WriterProperties::builder()

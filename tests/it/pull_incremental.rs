@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, StringArray};
+use arrow_array::{Array, StringArray, UInt64Array};
 
 use sharebroker::catalog::SubjectKind;
 use sharebroker::config::Settings;
@@ -338,4 +338,167 @@ fn incremental_pulls_arrive_exactly_once_and_resume_after_the_source_dies() {
     pull::run_configured_with(&s, &[], &options(8_192)).expect("resumed full pull");
     assert_eq!(staged_counts(&s).len(), 60_000);
     assert_eq!(golden_names(&s).len(), 60_000);
+}
+
+/// Every row of a table's current version as text, sorted.
+fn table_rows(store: &TableStore, table: &str) -> Vec<Vec<String>> {
+    let m = store.current(table).expect("current").expect("a version");
+    let mut rows = Vec::new();
+    for b in store.read(&m).expect("read") {
+        for r in 0..b.num_rows() {
+            rows.push(
+                b.columns()
+                    .iter()
+                    .map(|c| {
+                        if c.is_null(r) {
+                            "∅".to_string()
+                        } else if let Some(s) = c.as_any().downcast_ref::<StringArray>() {
+                            s.value(r).to_string()
+                        } else if let Some(n) = c.as_any().downcast_ref::<UInt64Array>() {
+                            n.value(r).to_string()
+                        } else {
+                            panic!("{table}: unexpected column type {}", c.data_type())
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// What a resolve produces that a reader sees.
+fn resolved(store: &TableStore) -> Vec<(&'static str, Vec<Vec<String>>)> {
+    [
+        "person",
+        "organisation",
+        "findings",
+        "quarantine",
+        "subjects",
+    ]
+    .into_iter()
+    .map(|t| (t, table_rows(store, t)))
+    .collect()
+}
+
+#[test]
+fn an_incremental_resolve_rewrites_only_the_touched_buckets_and_matches_a_full_one() {
+    let mut db = client();
+    let schema = Schema::create(&mut db);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = setup(dir.path(), &schema.name);
+    // A second agency's snapshot (a CSV) naming some of the same persons,
+    // some differently (findings), and one with a mistyped ID number.
+    std::fs::create_dir_all(s.sources_dir()).expect("sources dir");
+    let mut csv = String::from("身份证号,登记编号,登记日期,姓名\n");
+    for i in 0..300u32 {
+        let written = if i == 299 {
+            // A typing error: one digit of person 5,000's number.
+            let mut id = id_number(5_000).into_bytes();
+            id[9] = if id[9] == b'9' { b'0' } else { id[9] + 1 };
+            String::from_utf8(id).expect("ascii")
+        } else {
+            id_number(i)
+        };
+        let name = if i == 299 {
+            name(5_000)
+        } else if i % 10 == 0 {
+            format!("{}·民", name(i))
+        } else {
+            name(i)
+        };
+        csv.push_str(&format!("{written},M{i:05},2025-06-01,{name}\n"));
+    }
+    std::fs::write(s.sources_dir().join("civil.csv"), csv).expect("csv");
+    std::fs::write(
+        s.connectors_dir.join("mzt-civil.toml"),
+        r#"agency = "xj-mzt"
+dataset = "marriage"
+subject_column = "身份证号"
+record_id_column = "登记编号"
+as_of_column = "登记日期"
+
+[columns]
+"姓名" = "population.name"
+
+[source]
+type = "csv"
+path = "sources/civil.csv"
+"#,
+    )
+    .expect("connector file");
+    insert(&mut db, &schema.name, 0, 20_000, "2026-01-01 08:00:00");
+    let r = pull::run_configured_with(&s, &[], &options(100_000)).expect("first pull");
+    assert!(r.touched.is_none(), "the first resolve reads everything");
+    let store = TableStore::open_local(&s.store_dir()).expect("store");
+    let first = resolved(&store);
+    assert!(
+        first[2].1.len() >= 29,
+        "the other agency's names disagree: {} findings",
+        first[2].1.len()
+    );
+
+    // At the source: names changed, one record's ID number corrected to a
+    // new person's, one record's to another existing person's, new rows.
+    db.batch_execute(&format!(
+        "UPDATE {0}.ryjbxx SET xm = xm || '·改', gxsj = '2026-02-01 09:00:00' WHERE rybh IN ('R0000010', 'R0000011', 'R0000100');
+         UPDATE {0}.ryjbxx SET gmsfhm = '{1}', gxsj = '2026-02-01 09:00:00' WHERE rybh = 'R0000020';
+         UPDATE {0}.ryjbxx SET gmsfhm = '{2}', gxsj = '2026-02-01 09:00:00' WHERE rybh = 'R0000400';",
+        schema.name,
+        id_number(50_000),
+        id_number(401)
+    ))
+    .expect("update");
+    insert(&mut db, &schema.name, 30_000, 30_002, "2026-02-01 09:00:00");
+    // Both sources pulled again: the snapshot is unchanged.
+    let r = pull::run_configured_with(&s, &[], &options(100_000)).expect("second pull");
+    let t = r
+        .touched
+        .clone()
+        .expect("only what changed is resolved again");
+    assert_eq!(t.records, 7, "the five changed and two new rows");
+    assert!(
+        t.partitions >= 1 && t.partitions <= 9 && (t.partitions as u32) < t.buckets,
+        "nine keys at most touch nine of {} buckets: {t:?}",
+        t.buckets
+    );
+    let incremental = resolved(&store);
+    assert_ne!(incremental, first);
+    let names = golden_names(&s);
+    assert_eq!(names[&id_number(10)], format!("{}·改", name(10)));
+    assert_eq!(names[&id_number(50_000)], name(20));
+    // Person 20 keeps the other agency's record; person 400 has none left.
+    assert_eq!(names[&id_number(20)], format!("{}·民", name(20)));
+    assert!(!names.contains_key(&id_number(400)));
+    assert_eq!(names.len(), 20_000 - 1 + 1 + 2);
+
+    // Resolving everything from scratch gives exactly the same tables.
+    let catalog = sharebroker::catalog::Catalog::load(&s.policies_dir).expect("catalogue");
+    let configs =
+        sharebroker::connectors::load_dir(&s.connectors_dir, &catalog).expect("connectors");
+    let full = pull::resolve_all(&catalog, &configs, &store).expect("full resolve");
+    assert!(full.touched.is_none());
+    for ((table, a), (_, b)) in incremental.iter().zip(resolved(&store)) {
+        assert_eq!(a.len(), b.len(), "{table}: row counts differ");
+        let diff: Vec<_> = a.iter().zip(&b).filter(|(x, y)| x != y).take(3).collect();
+        assert!(
+            diff.is_empty(),
+            "{table}: incremental vs full differ: {diff:?}"
+        );
+    }
+
+    // A change near the record with the mistyped number (its candidate)
+    // could change its link: everything is resolved again.
+    db.batch_execute(&format!(
+        "UPDATE {0}.ryjbxx SET xm = xm || '·改', gxsj = '2026-03-01 09:00:00' WHERE rybh = 'R0005000'",
+        schema.name
+    ))
+    .expect("update");
+    let r = pull::run_configured_with(&s, &[], &options(100_000)).expect("third pull");
+    assert!(r.touched.is_none(), "{:?}", r.touched);
+    assert_eq!(
+        golden_names(&s)[&id_number(5_000)],
+        format!("{}·改", name(5_000))
+    );
 }
