@@ -81,9 +81,14 @@ pub const LOWERCASE_X_RATE: f64 = 0.25;
 pub const FULL_WIDTH_ID_RATE: f64 = 0.01;
 /// Share of ID numbers with a leading, trailing or inner space.
 pub const ID_SPACES_RATE: f64 = 0.01;
-/// Share of ID numbers with one digit mistyped, breaking the check
-/// character (truth `id_valid` = false).
+/// Share of ID numbers mistyped so that they fail validation (truth
+/// `id_valid` = false), one keystroke away from the real number: a digit
+/// replaced by another (60% of them), two adjacent digits swapped (25%), a
+/// digit left out (8%) or typed twice (7%).
 pub const ID_TYPO_RATE: f64 = 0.005;
+/// Share of records whose ID number field was left blank (truth
+/// `id_valid` = false): nothing to link them by but the name.
+pub const ID_MISSING_RATE: f64 = 0.001;
 /// Share of dotted names written with a middle-dot variant (DOMAIN.md list;
 /// in the GBK file mapped to a GBK-encodable look-alike).
 pub const DOT_VARIANT_RATE: f64 = 0.30;

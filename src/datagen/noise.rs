@@ -6,8 +6,8 @@ use super::names::{MIDDLE_DOT, homophone_typo, swap_spelling};
 use super::people::{Ethnicity, Person};
 use super::rng::Rng;
 use super::{
-    DOT_VARIANT_RATE, FULL_WIDTH_ID_RATE, HAN_NAME_TYPO_RATE, ID_SPACES_RATE, ID_TYPO_RATE,
-    LEGACY_15_DIGIT_RATE, LOWERCASE_X_RATE, OLD_SPELLING_RATE,
+    DOT_VARIANT_RATE, FULL_WIDTH_ID_RATE, HAN_NAME_TYPO_RATE, ID_MISSING_RATE, ID_SPACES_RATE,
+    ID_TYPO_RATE, LEGACY_15_DIGIT_RATE, LOWERCASE_X_RATE, OLD_SPELLING_RATE,
 };
 
 /// Middle-dot variants seen in practice (DOMAIN.md), replacing U+00B7.
@@ -85,6 +85,13 @@ pub(crate) fn noisy_id(person: &Person, rng: &mut Rng) -> WrittenId {
     let id = person.id.as_bytes();
     let mut valid = true;
     let roll = rng.below(1_000_000) as f64 / 1_000_000.0;
+    if roll < ID_MISSING_RATE {
+        return WrittenId {
+            text: String::new(),
+            valid: false,
+        };
+    }
+    let roll = roll - ID_MISSING_RATE;
     let mut text = if roll < ID_TYPO_RATE {
         valid = false;
         typo(id, rng)
@@ -138,11 +145,31 @@ fn insert_space(text: &str, at: usize) -> String {
     out
 }
 
-/// One of the first 17 digits replaced by another digit. Every weight is
-/// non-zero mod 11 and 11 is prime, so the check character no longer fits.
+/// One keystroke wrong in the first 17 digits, always failing validation:
+/// a digit replaced (every weight is non-zero mod 11 and 11 is prime, so
+/// the check character no longer fits), two different adjacent digits
+/// swapped (adjacent weights differ mod 11, so again), or a digit left out
+/// or typed twice (the length is wrong).
 fn typo(id: &[u8], rng: &mut Rng) -> String {
-    let pos = rng.index(17);
     let mut out = id.to_vec();
+    let kind = rng.below(100);
+    let pos = rng.index(17);
+    if kind < 25 {
+        // The first adjacent pair of different digits from `pos` on.
+        if let Some(i) = (0..16)
+            .map(|k| (pos + k) % 16)
+            .find(|&i| out[i] != out[i + 1])
+        {
+            out.swap(i, i + 1);
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+    } else if kind < 33 {
+        out.remove(pos);
+        return String::from_utf8_lossy(&out).into_owned();
+    } else if kind < 40 {
+        out.insert(pos, out[pos]);
+        return String::from_utf8_lossy(&out).into_owned();
+    }
     let d = out[pos] - b'0';
     out[pos] = b'0' + (d + 1 + rng.below(9) as u8) % 10;
     String::from_utf8_lossy(&out).into_owned()
@@ -154,17 +181,33 @@ mod tests {
     use crate::model::ids::id_number_check_char;
 
     #[test]
-    fn typos_always_break_the_check() {
+    fn typos_always_fail_validation_and_are_one_keystroke_away() {
         let mut rng = Rng::new(1);
-        let id = b"650102198506150010";
-        for _ in 0..2000 {
-            let t = typo(id, &mut rng);
-            assert_ne!(t.as_bytes(), id);
-            assert_ne!(
-                id_number_check_char(&t.as_bytes()[..17]),
-                Some(t.as_bytes()[17])
+        let id = "650102198506150010";
+        let mut kinds = [0usize; 3]; // same length, shorter, longer
+        for _ in 0..4000 {
+            let t = typo(id.as_bytes(), &mut rng);
+            assert!(
+                crate::ingest::normalise::id_number(&t).is_err(),
+                "{t} passes"
             );
+            assert!(
+                crate::ingest::link::id_neighbours(&t).contains(&id.to_string()),
+                "{t} is not one edit from {id}"
+            );
+            kinds[match t.len() {
+                18 => 0,
+                17 => 1,
+                _ => 2,
+            }] += 1;
+            if t.len() == 18 {
+                assert_ne!(
+                    id_number_check_char(&t.as_bytes()[..17]),
+                    Some(t.as_bytes()[17])
+                );
+            }
         }
+        assert!(kinds.iter().all(|&k| k > 100), "{kinds:?}");
     }
 
     #[test]
