@@ -27,7 +27,8 @@ use crate::connectors::{
     self, COL_POSITION, COL_RECORD_ID, Checkpoint, Connector, ConnectorConfig, ConnectorError,
     ConnectorSpec, PullMode, PullStats, Pulled, Rejected,
 };
-use crate::ingest::resolve::{Finding, bucket_of, findings_batch, state_schema};
+use crate::ingest::link::Model;
+use crate::ingest::resolve::{Finding, StateUse, bucket_of, findings_batch, state_schema};
 use crate::ingest::{Golden, Ingest, QuarantineEntry, SubjectRegistry, quarantine_batch};
 use crate::review::load_findings;
 use crate::store::{Manifest, StoreError, TableStore};
@@ -496,10 +497,10 @@ const META_BUCKETS: &str = "buckets";
 const META_WRITTEN: &str = "written";
 const META_STAGED: &str = "staged";
 const META_CONFIG: &str = "config";
-/// Meta of [`RECORDS_TABLE`]: records linked without a valid identifier,
-/// by the model and by stewards (unchanged by an incremental resolve).
-const META_PROBABLE: &str = "probable_links";
-const META_STEWARD: &str = "steward_links";
+/// The linking model a full resolve fitted, for incremental resolves to
+/// score new records with; [`RECORDS_TABLE`]'s meta names its version.
+pub const MODEL_TABLE: &str = "resolve.model";
+const META_MODEL: &str = "model";
 /// Meta of a golden table: its subjects per bucket, as a JSON array.
 const META_SUBJECTS: &str = "subjects";
 /// Meta of the subject registry: the next free number per kind, as JSON.
@@ -845,6 +846,7 @@ fn resolve_full(
     let mut registry = load_registry(store)?;
     let decisions = crate::review::load_decisions(store)?;
     let buckets = buckets_for(staged.iter().map(|(_, m)| m.rows).sum());
+    ingest.resolver_mut(SubjectKind::Person).keep_model();
     let outcome = ingest.finish_with(&mut registry, &decisions, Some(buckets));
     let inputs = || BTreeMap::from([(META_INPUTS.to_string(), digests.inputs.clone())]);
     // The registry first: a crash after it only reserves ids, never reuses one.
@@ -913,8 +915,12 @@ fn resolve_full(
     meta.insert(META_CONFIG.to_string(), digests.config.clone());
     meta.insert(META_BUCKETS.to_string(), buckets.to_string());
     meta.insert(META_STAGED.to_string(), staged_versions(staged));
-    meta.insert(META_PROBABLE.to_string(), probable_links.to_string());
-    meta.insert(META_STEWARD.to_string(), steward_links.to_string());
+    if let Some(model) = outcome.goldens.iter().find_map(|g| g.model.as_ref()) {
+        let (batch, model_meta) = model.to_store();
+        let m = store.commit_with(MODEL_TABLE, &[batch], model_meta)?;
+        meta.insert(META_MODEL.to_string(), m.version.to_string());
+        manifests.push(m);
+    }
     let index = records_batches(&records, buckets);
     manifests.push(write_table(
         store,
@@ -969,12 +975,13 @@ fn write_golden(
     base: Option<(&Manifest, &HashSet<u32>)>,
     meta: BTreeMap<String, String>,
 ) -> Result<Manifest, StoreError> {
+    // No subject, no file: a version with none still gets an empty one
+    // from the writer if it would have no file at all.
     let batches: Vec<(Option<u32>, &RecordBatch)> = g
         .batches
         .iter()
-        .enumerate()
-        .filter(|(i, b)| g.partitions.get(*i).is_some() || b.num_rows() == 0)
-        .map(|(i, b)| (g.partitions.get(i).copied(), b))
+        .zip(&g.partitions)
+        .map(|(b, p)| (Some(*p), b))
         .collect();
     let schema = g.batches[0].schema();
     write_table(store, Golden::table(g.kind), schema, base, &batches, meta)
@@ -1091,11 +1098,12 @@ fn resolve_incremental(
         rows += m.rows as usize;
         unstage(store, spec, m, &mut |pulled| ingest.add(spec, &pulled))?;
     }
-    if ingest.has_unkeyed() {
-        return full("new records without a valid identifier");
-    }
     let touched: HashSet<(String, String)> =
         std::mem::take(&mut ingest.touched).into_iter().collect();
+    let decisions = crate::review::load_decisions(store)?;
+    if touched.iter().any(|k| decisions.records.contains_key(k)) {
+        return full("a record a steward decided on changed");
+    }
     // Where the touched records were.
     let index_parts: HashSet<u32> = touched
         .iter()
@@ -1122,68 +1130,95 @@ fn resolve_incremental(
             Ok(())
         },
     )?;
-    let mut parts: HashSet<u32> = HashSet::new();
-    for (s, r, p) in &index_rows {
-        if touched.contains(&(s.clone(), r.clone())) {
-            if *p == unkeyed {
-                return full("a record without a valid identifier changed");
-            }
-            parts.insert(*p);
-        }
-    }
+    let mut parts: HashSet<u32> = index_rows
+        .iter()
+        .filter(|(s, r, p)| *p != unkeyed && touched.contains(&(s.clone(), r.clone())))
+        .map(|(_, _, p)| *p)
+        .collect();
     let new_keys = ingest.keys();
     parts.extend(new_keys.iter().map(|(_, k)| bucket_of(k, buckets)));
-    // The state of those buckets, and the records without a valid
-    // identifier (few), whose links must not depend on what changed.
+    // The state of those buckets, and of the records without a valid
+    // identifier (few).
     let mut state: Vec<(SubjectKind, u32, RecordBatch)> = Vec::new();
     for kind in [SubjectKind::Person, SubjectKind::Organisation] {
         let m = &current[&state_table(kind)];
-        let mut read = |p: u32| -> Result<(), StoreError> {
-            store.read_each_where(m, &|f| f.partition == Some(p), &mut |b| {
+        for f in m.files.iter() {
+            let Some(p) = f.partition.filter(|p| *p == unkeyed || parts.contains(p)) else {
+                continue;
+            };
+            store.read_each_where(m, &|e| e.path == f.path, &mut |b| {
                 state.push((kind, p, b));
                 Ok(())
-            })
-        };
-        for &p in &parts {
-            read(p)?;
+            })?;
         }
-        read(unkeyed)?;
     }
-    let mut affected: HashSet<&str> = new_keys.iter().map(|(_, k)| k.as_str()).collect();
-    let mut near_unkeyed: HashSet<String> = HashSet::new();
-    for (_, p, b) in &state {
+    // The subjects whose records changed: the new rows' keys, and the keys
+    // the touched records belonged to before.
+    let mut affected: HashSet<String> = new_keys.iter().map(|(_, k)| k.clone()).collect();
+    for (_, _, b) in &state {
         let cols = StateColumns::of(b)?;
         for i in 0..b.num_rows() {
-            if *p == unkeyed {
-                if let Some(d) = (!cols.written.is_null(i))
-                    .then(|| crate::ingest::normalise::id_digits(cols.written.value(i)))
-                    .flatten()
-                {
-                    near_unkeyed.extend(crate::ingest::link::id_neighbours(&d));
-                }
-                if !cols.key.is_null(i) {
-                    near_unkeyed.insert(cols.key.value(i).to_string());
-                }
-            } else if touched.contains(&(
-                cols.source.value(i).to_string(),
-                cols.record.value(i).to_string(),
-            )) && !cols.key.is_null(i)
+            if !cols.key.is_null(i)
+                && touched.contains(&(
+                    cols.source.value(i).to_string(),
+                    cols.record.value(i).to_string(),
+                ))
             {
-                affected.insert(cols.key.value(i));
+                affected.insert(cols.key.value(i).to_string());
             }
         }
     }
-    if affected.iter().any(|k| near_unkeyed.contains(*k)) {
-        return full(
-            "a change touches a subject that a record without a valid identifier is linked to or could be",
-        );
+    // Records without a valid identifier to link again: those linked to a
+    // changed subject, and (unless a steward decided) those one edit from
+    // one; with the new ones, their candidates' buckets join the rest.
+    let mut relink: HashSet<(String, String)> = HashSet::new();
+    let mut near: HashSet<String> = HashSet::new();
+    let mut linked_to: HashSet<String> = HashSet::new();
+    let neighbours = |written: &str| {
+        crate::ingest::normalise::id_digits(written)
+            .map(|d| crate::ingest::link::id_neighbours(&d))
+            .unwrap_or_default()
+    };
+    for (_, _, b) in state.iter().filter(|(_, p, _)| *p == unkeyed) {
+        let cols = StateColumns::of(b)?;
+        for i in 0..b.num_rows() {
+            let id = (
+                cols.source.value(i).to_string(),
+                cols.record.value(i).to_string(),
+            );
+            if touched.contains(&id) || cols.written.is_null(i) {
+                continue;
+            }
+            let key = (!cols.key.is_null(i)).then(|| cols.key.value(i));
+            let around = neighbours(cols.written.value(i));
+            let moved = key.is_some_and(|k| affected.contains(k))
+                || (!decisions.records.contains_key(&id)
+                    && around.iter().any(|k| affected.contains(k)));
+            if moved {
+                near.extend(around);
+                linked_to.extend(key.map(str::to_string));
+                relink.insert(id);
+            }
+        }
     }
-    // The registry entries of those buckets, and no number below the next free one.
+    let new_unkeyed: Vec<String> = ingest
+        .resolver_mut(SubjectKind::Person)
+        .unkeyed_ids()
+        .map(str::to_string)
+        .collect();
+    for written in &new_unkeyed {
+        near.extend(neighbours(written));
+    }
+    // The registry entries of every bucket involved: a candidate is a key
+    // the registry knows (whether it still has records is known once its
+    // bucket is read).
+    let mut wanted = parts.clone();
+    wanted.extend(near.iter().chain(&linked_to).map(|k| bucket_of(k, buckets)));
     let subjects_m = &current[SUBJECTS_TABLE];
     let mut registry_batches = Vec::new();
     store.read_each_where(
         subjects_m,
-        &|f| f.partition.is_some_and(|p| parts.contains(&p)),
+        &|f| f.partition.is_some_and(|p| wanted.contains(&p)),
         &mut |b| {
             registry_batches.push(b);
             Ok(())
@@ -1194,6 +1229,27 @@ fn resolve_incremental(
             path: SUBJECTS_TABLE.to_string(),
             reason,
         })?;
+    let more: HashSet<u32> = near
+        .iter()
+        .filter(|k| registry.contains(SubjectKind::Person, k))
+        .chain(&linked_to)
+        .map(|k| bucket_of(k, buckets))
+        .filter(|p| !parts.contains(p))
+        .collect();
+    for kind in [SubjectKind::Person, SubjectKind::Organisation] {
+        let m = &current[&state_table(kind)];
+        for f in m.files.iter() {
+            let Some(p) = f.partition.filter(|p| more.contains(p)) else {
+                continue;
+            };
+            store.read_each_where(m, &|e| e.path == f.path, &mut |b| {
+                state.push((kind, p, b));
+                Ok(())
+            })?;
+        }
+    }
+    parts.extend(more);
+    registry.retain_buckets(buckets, &parts);
     let next: BTreeMap<String, u64> = subjects_m
         .meta
         .get(META_NEXT)
@@ -1205,7 +1261,6 @@ fn resolve_incremental(
     for kind in [SubjectKind::Person, SubjectKind::Organisation] {
         registry.reserve(kind, next.get(kind.as_str()).copied().unwrap_or(1));
     }
-    let decisions = crate::review::load_decisions(store)?;
     let part_ids: HashSet<String> = registry.ids().map(str::to_string).collect();
     if decisions
         .merges
@@ -1213,6 +1268,13 @@ fn resolve_incremental(
         .any(|(from, into)| part_ids.contains(from) || part_ids.contains(into))
     {
         return full("a steward merge involves a subject the change touches");
+    }
+    // New links are scored with the model of the last full resolve.
+    if !relink.is_empty() || !new_unkeyed.is_empty() {
+        match load_model(store, &index)? {
+            Some(model) => ingest.resolver_mut(SubjectKind::Person).use_model(model),
+            None => return full("no stored linking model"),
+        }
     }
     // Everything is known: resolve those buckets again.
     let corrupt_state = |kind: SubjectKind| {
@@ -1222,13 +1284,22 @@ fn resolve_incremental(
         }
     };
     for (kind, p, b) in &state {
-        let keep: &mut dyn FnMut(&str, &str, &str) -> bool = if *p == unkeyed {
-            &mut |_, _, key| parts.contains(&bucket_of(key, buckets))
-        } else {
-            &mut |source, record, _| !touched.contains(&(source.to_string(), record.to_string()))
+        let in_u = *p == unkeyed;
+        let use_row = &mut |source: &str, record: &str, key: Option<&str>| {
+            let id = (source.to_string(), record.to_string());
+            if touched.contains(&id) {
+                StateUse::Skip
+            } else if in_u && relink.contains(&id) {
+                StateUse::Relink
+            } else if !in_u || key.is_some_and(|k| parts.contains(&bucket_of(k, buckets))) {
+                StateUse::Keep
+            } else {
+                StateUse::Skip
+            }
         };
         ingest
-            .add_state(*kind, b, keep)
+            .resolver_mut(*kind)
+            .add_state(b, use_row)
             .map_err(corrupt_state(*kind))?;
     }
     let outcome = ingest.finish_with(&mut registry, &decisions, Some(buckets));
@@ -1245,7 +1316,65 @@ fn resolve_incremental(
     let mut report_subjects = Vec::new();
     let mut findings = Vec::new();
     let mut new_index: HashMap<(String, String), u32> = HashMap::new();
+    // The records without a valid identifier: rewritten when one of them
+    // is new, changed or linked again, the others kept as they were.
+    let u_changed = !relink.is_empty()
+        || !new_unkeyed.is_empty()
+        || index_rows
+            .iter()
+            .any(|(s, r, p)| *p == unkeyed && touched.contains(&(s.clone(), r.clone())));
+    let mut replaced = parts.clone();
+    if u_changed {
+        replaced.insert(unkeyed);
+    }
+    let (mut probable_links, mut steward_links) = (0usize, 0usize);
     for g in &outcome.goldens {
+        let mut kept_u = Vec::new();
+        if u_changed {
+            for (_, _, b) in state
+                .iter()
+                .filter(|(k, p, _)| *k == g.kind && *p == unkeyed)
+            {
+                let cols = StateColumns::of(b)?;
+                let keep: BooleanArray = (0..b.num_rows())
+                    .map(|i| {
+                        let id = (
+                            cols.source.value(i).to_string(),
+                            cols.record.value(i).to_string(),
+                        );
+                        Some(!touched.contains(&id) && !relink.contains(&id))
+                    })
+                    .collect();
+                kept_u.push(
+                    arrow_select::filter::filter_record_batch(b, &keep)
+                        .map_err(|e| corrupt_state(g.kind)(e.to_string()))?,
+                );
+            }
+        }
+        let u_rows = kept_u
+            .iter()
+            .chain(
+                g.state
+                    .iter()
+                    .filter(|(p, _)| *p == unkeyed)
+                    .map(|(_, b)| b),
+            )
+            .chain(
+                state
+                    .iter()
+                    .filter(|(k, p, _)| !u_changed && *k == g.kind && *p == unkeyed)
+                    .map(|(_, _, b)| b),
+            );
+        for b in u_rows {
+            let links = b
+                .column_by_name(crate::ingest::resolve::STATE_LINK)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| corrupt_state(g.kind)("no link column".into()))?;
+            for l in links.iter().flatten() {
+                probable_links += usize::from(l == "probable");
+                steward_links += usize::from(l == "steward");
+            }
+        }
         let golden_m = &current[Golden::table(g.kind)];
         let mut counts: Vec<u64> = golden_m
             .meta
@@ -1269,10 +1398,11 @@ fn resolve_incremental(
             store,
             &state_table(g.kind),
             state_schema(&fields_of(catalog, g.kind)),
-            Some((&current[&state_table(g.kind)], &parts)),
+            Some((&current[&state_table(g.kind)], &replaced)),
             &g.state
                 .iter()
                 .map(|(p, b)| (Some(*p), b))
+                .chain(kept_u.iter().map(|b| (Some(unkeyed), b)))
                 .collect::<Vec<_>>(),
             inputs(),
         )?);
@@ -1284,10 +1414,14 @@ fn resolve_incremental(
     }
     // The quarantine and the findings, small, are rewritten: the touched
     // records' entries and the touched buckets' findings replaced.
+    // (A record linked again loses only its linking outcome, not what its
+    // values' normalisation found.)
     let mut quarantine: Vec<QuarantineEntry> = crate::review::load_quarantine(store)?
         .into_iter()
         .filter(|q| {
-            q.record_id.is_empty() || !touched.contains(&(q.source.clone(), q.record_id.clone()))
+            let id = (q.source.clone(), q.record_id.clone());
+            q.record_id.is_empty()
+                || !(touched.contains(&id) || (q.field.is_empty() && relink.contains(&id)))
         })
         .collect();
     quarantine.extend(outcome.quarantine.iter().cloned());
@@ -1306,13 +1440,17 @@ fn resolve_incremental(
         &[findings_batch(&all_findings)],
         inputs(),
     )?);
-    let review_m = &current[crate::review::REVIEW_TABLE];
-    manifests.push(write_table(
-        store,
+    let mut review: Vec<crate::ingest::ReviewItem> = crate::review::load_review(store)?
+        .into_iter()
+        .filter(|r| {
+            let id = (r.source.clone(), r.record_id.clone());
+            !touched.contains(&id) && !relink.contains(&id)
+        })
+        .collect();
+    review.extend(outcome.review.iter().cloned());
+    manifests.push(store.commit_with(
         crate::review::REVIEW_TABLE,
-        review_m.schema()?,
-        Some((review_m, &HashSet::new())),
-        &[],
+        &[crate::review::review_batch(&review)],
         inputs(),
     )?);
     // The index: the touched records where they are now (a record
@@ -1333,6 +1471,7 @@ fn resolve_incremental(
     meta.insert(META_WRITTEN.to_string(), digests.inputs.clone());
     meta.insert(META_STAGED.to_string(), staged_versions(staged));
     let batches = records_batches(&records, buckets);
+
     manifests.push(write_table(
         store,
         RECORDS_TABLE,
@@ -1344,22 +1483,15 @@ fn resolve_incremental(
             .collect::<Vec<_>>(),
         meta,
     )?);
-    let count = |key: &str| {
-        index
-            .meta
-            .get(key)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
     Ok(Some(PullReport {
         sources: Vec::new(),
         never_pulled: Vec::new(),
         subjects: report_subjects,
         quarantined: quarantine.len(),
         findings: all_findings.len(),
-        review: review_m.rows as usize,
-        probable_links: count(META_PROBABLE),
-        steward_links: count(META_STEWARD),
+        review: review.len(),
+        probable_links,
+        steward_links,
         unchanged: false,
         touched: Some(Touched {
             records: rows,
@@ -1369,6 +1501,23 @@ fn resolve_incremental(
         manifests,
         elapsed: Duration::ZERO,
     }))
+}
+
+/// The model the last full resolve stored, if it stored one.
+fn load_model(store: &TableStore, index: &Manifest) -> Result<Option<Model>, StoreError> {
+    let Some(v) = index.meta.get(META_MODEL).and_then(|v| v.parse().ok()) else {
+        return Ok(None);
+    };
+    let Ok(m) = store.manifest(MODEL_TABLE, v) else {
+        return Ok(None);
+    };
+    let batches = store.read(&m)?;
+    Model::from_store(&batches, &m.meta)
+        .map(Some)
+        .map_err(|reason| StoreError::Corrupt {
+            path: format!("{MODEL_TABLE} v{v}"),
+            reason,
+        })
 }
 
 /// The text columns of a resolve-state batch an incremental resolve reads.

@@ -32,8 +32,11 @@
 //! are only ever linked to a subject; two subjects (two valid ID numbers)
 //! are never merged here (architecture invariant 5).
 
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow_array::{Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_schema::{DataType, Field as ArrowField, Schema};
 
 use super::normalise::{name_match_key, name_pinyin};
 use crate::model::ids::id_number_check_char;
@@ -167,10 +170,19 @@ pub fn id_neighbours(digits: &str) -> Vec<String> {
         .collect()
 }
 
+/// FNV-1a, 64 bits: the same in every build, so a stored model's name
+/// frequencies stay valid.
+pub fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in s.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 fn hash_of(s: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
+    fnv1a(s)
 }
 
 /// A small deterministic generator for sampling (xorshift64*).
@@ -184,6 +196,9 @@ impl Sampler {
         (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n as u64) as usize
     }
 }
+
+/// Manifest meta of a stored model: its parameters as JSON.
+pub const MODEL_META: &str = "parameters";
 
 /// Random subject pairs compared to measure `u` of the weaker levels.
 const U_SAMPLE_PAIRS: usize = 100_000;
@@ -246,6 +261,91 @@ impl Model {
             key_tf,
             pinyin_tf,
         }
+    }
+
+    /// The model as a table of name frequencies (`form` "key" or "pinyin",
+    /// `hash`, `count`) and its parameters as manifest meta, for a later
+    /// incremental resolve to score new records with.
+    pub fn to_store(&self) -> (RecordBatch, BTreeMap<String, String>) {
+        let mut rows: Vec<(&str, u64, u32)> = self
+            .key_tf
+            .iter()
+            .map(|(&h, &n)| ("key", h, n))
+            .chain(self.pinyin_tf.iter().map(|(&h, &n)| ("pinyin", h, n)))
+            .collect();
+        rows.sort_unstable();
+        let schema = Arc::new(Schema::new(vec![
+            ArrowField::new("form", DataType::Utf8, false),
+            ArrowField::new("hash", DataType::UInt64, false),
+            ArrowField::new("count", DataType::UInt32, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(rows.iter().map(|r| Some(r.0)).collect::<StringArray>()),
+                Arc::new(rows.iter().map(|r| r.1).collect::<UInt64Array>()),
+                Arc::new(rows.iter().map(|r| r.2).collect::<UInt32Array>()),
+            ],
+        )
+        .expect("columns match the model schema");
+        let params = serde_json::json!({
+            "m": self.m,
+            "u": self.u,
+            "density": self.density,
+            "true_pairs": self.true_pairs,
+            "subjects": self.subjects,
+        });
+        let meta = BTreeMap::from([(MODEL_META.to_string(), params.to_string())]);
+        (batch, meta)
+    }
+
+    /// A model written by [`Model::to_store`].
+    pub fn from_store(
+        batches: &[RecordBatch],
+        meta: &BTreeMap<String, String>,
+    ) -> Result<Model, String> {
+        #[derive(serde::Deserialize)]
+        struct Params {
+            m: [f64; LEVELS],
+            u: [f64; LEVELS],
+            density: f64,
+            true_pairs: usize,
+            subjects: usize,
+        }
+        let p: Params = meta
+            .get(MODEL_META)
+            .ok_or_else(|| format!("no `{MODEL_META}` in the model's manifest"))
+            .and_then(|t| serde_json::from_str(t).map_err(|e| format!("`{MODEL_META}`: {e}")))?;
+        let (mut key_tf, mut pinyin_tf) = (HashMap::new(), HashMap::new());
+        for b in batches {
+            let (Some(form), Some(hash), Some(count)) = (
+                b.column_by_name("form")
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+                b.column_by_name("hash")
+                    .and_then(|c| c.as_any().downcast_ref::<UInt64Array>()),
+                b.column_by_name("count")
+                    .and_then(|c| c.as_any().downcast_ref::<UInt32Array>()),
+            ) else {
+                return Err("the model's columns are not (form, hash, count)".into());
+            };
+            for i in 0..b.num_rows() {
+                let map = match form.value(i) {
+                    "key" => &mut key_tf,
+                    "pinyin" => &mut pinyin_tf,
+                    other => return Err(format!("unknown name form `{other}` in the model")),
+                };
+                map.insert(hash.value(i), count.value(i));
+            }
+        }
+        Ok(Model {
+            m: p.m,
+            u: p.u,
+            density: p.density,
+            true_pairs: p.true_pairs,
+            subjects: p.subjects,
+            key_tf,
+            pinyin_tf,
+        })
     }
 
     /// `u` of a level for this candidate name: its frequency among the

@@ -199,19 +199,12 @@ impl<'c> Ingest<'c> {
             .collect()
     }
 
-    /// Add the records of a resolve-state batch of `kind` that `keep`
-    /// accepts (given source, record id and subject key).
-    pub fn add_state(
-        &mut self,
-        kind: SubjectKind,
-        batch: &RecordBatch,
-        keep: &mut dyn FnMut(&str, &str, &str) -> bool,
-    ) -> Result<(), String> {
+    /// The resolver of one subject kind.
+    pub fn resolver_mut(&mut self, kind: SubjectKind) -> &mut Resolver<'c> {
         self.resolvers
             .iter_mut()
             .find(|r| r.kind() == kind)
             .expect("a resolver per subject kind")
-            .add_state(batch, keep)
     }
 
     /// Normalise one pulled batch of `spec`'s source and add its records.

@@ -29,12 +29,7 @@ const GOLDEN_BATCH_ROWS: usize = 65_536;
 /// the same in every build and on every platform (a stored table's
 /// partitions outlive the binary that wrote them).
 pub fn bucket_of(key: &str, buckets: u32) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key.as_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % u64::from(buckets.max(1))) as u32
+    (link::fnv1a(key) % u64::from(buckets.max(1))) as u32
 }
 
 /// Columns of the resolve state (one row per record, see
@@ -195,6 +190,17 @@ impl SubjectRegistry {
     pub fn reserve(&mut self, kind: SubjectKind, next: u64) {
         let n = self.next.entry(kind).or_insert(1);
         *n = (*n).max(next);
+    }
+
+    /// Whether `key` of `kind` was ever given an id.
+    pub fn contains(&self, kind: SubjectKind, key: &str) -> bool {
+        self.ids.contains_key(&(kind, key.to_string()))
+    }
+
+    /// Keep only the keys in these of `buckets` buckets.
+    pub fn retain_buckets(&mut self, buckets: u32, keep: &std::collections::HashSet<u32>) {
+        self.ids
+            .retain(|(_, key), _| keep.contains(&bucket_of(key, buckets)));
     }
 
     /// The ids of the registry, whatever their kind.
@@ -408,6 +414,11 @@ pub struct Resolver<'c> {
     record_kind: Vec<Option<LinkKind>>,
     unkeyed: Vec<Unkeyed>,
     true_pairs: [u64; LEVELS],
+    /// A model to link with instead of fitting one (an incremental
+    /// resolve scores with the model of the last full one).
+    model: Option<Model>,
+    /// Fit the model even with nothing to link, to store it.
+    keep_model: bool,
 }
 
 fn intern(list: &mut Vec<String>, s: &str) -> u16 {
@@ -450,6 +461,8 @@ impl<'c> Resolver<'c> {
             record_kind: Vec::new(),
             unkeyed: Vec::new(),
             true_pairs: [0; LEVELS],
+            model: None,
+            keep_model: false,
         }
     }
 
@@ -597,10 +610,14 @@ impl<'c> Resolver<'c> {
         rank(a) > rank(b)
     }
 
-    fn winner<'a>(&self, cands: &'a [Cand], f: u16) -> Option<&'a Cand> {
+    /// The winner among the values of records linked by their own valid
+    /// identifier: what the linking model compares names with, so that a
+    /// record's link never depends on which other unkeyed records were
+    /// linked before it.
+    fn keyed_winner<'a>(&self, cands: &'a [Cand], f: u16) -> Option<&'a Cand> {
         cands
             .iter()
-            .filter(|c| c.field == f)
+            .filter(|c| c.field == f && self.record_kind[c.rec as usize] == Some(LinkKind::Exact))
             .reduce(|best, c| if self.outranks(f, c, best) { c } else { best })
     }
 
@@ -618,7 +635,10 @@ impl<'c> Resolver<'c> {
         if unkeyed.is_empty() {
             return (review, quarantine, None);
         }
-        let model = self.name_field.map(|nf| self.fit(nf));
+        let model = match self.model.take() {
+            Some(m) => Some(m),
+            None => self.name_field.map(|nf| self.fit(nf)),
+        };
         let by_id: HashMap<&str, u32> = if decisions.records.is_empty() {
             HashMap::new()
         } else {
@@ -702,7 +722,7 @@ impl<'c> Resolver<'c> {
             let cand_names: Vec<Option<(&Cand, NameForms)>> = candidates
                 .iter()
                 .map(|&s| {
-                    self.winner(&self.cands[s as usize], nf)
+                    self.keyed_winner(&self.cands[s as usize], nf)
                         .map(|c| (c, NameForms::of(&c.value)))
                 })
                 .collect();
@@ -753,7 +773,7 @@ impl<'c> Resolver<'c> {
         let names: Vec<NameForms> = self
             .cands
             .iter()
-            .filter_map(|c| self.winner(c, nf))
+            .filter_map(|c| self.keyed_winner(c, nf))
             .map(|c| NameForms::of(&c.value))
             .collect();
         let step = (self.keys.len() / DENSITY_SAMPLE).max(1);
@@ -781,6 +801,24 @@ impl<'c> Resolver<'c> {
     /// Whether any record without a valid identifier was added.
     pub fn has_unkeyed(&self) -> bool {
         !self.unkeyed.is_empty()
+    }
+
+    /// Fit the linking model in `finish` even when no record needs it, so
+    /// that it can be stored for incremental resolves ([`Golden::model`]).
+    pub fn keep_model(&mut self) {
+        self.keep_model = true;
+    }
+
+    /// Link the records without a valid identifier with `model` instead of
+    /// one fitted on the subjects added.
+    pub fn use_model(&mut self, model: Model) {
+        self.model = Some(model);
+    }
+
+    /// The written ID numbers of the records without a valid identifier
+    /// added so far.
+    pub fn unkeyed_ids(&self) -> impl Iterator<Item = &str> {
+        self.unkeyed.iter().map(|u| u.written_id.as_str())
     }
 
     /// Link what can be linked, assign subject ids from `registry` (adding
@@ -899,7 +937,13 @@ impl<'c> Resolver<'c> {
                 }
             }
         }
-        let (review, quarantine, model) = self.link_unkeyed(&ids, decisions, &alias);
+        let (review, quarantine, mut model) = self.link_unkeyed(&ids, decisions, &alias);
+        if model.is_none()
+            && self.keep_model
+            && let Some(nf) = self.name_field
+        {
+            model = Some(self.fit(nf));
+        }
         if let Some(n) = buckets
             && !unkeyed_state.is_empty()
         {
@@ -1094,15 +1138,16 @@ impl<'c> Resolver<'c> {
             .expect("columns match the state schema")
     }
 
-    /// Add the records of resolve-state rows (see [`Golden::state`]) that
-    /// `keep` accepts: a record linked by its own identifier to its key's
-    /// subject, one linked by the model or a steward to the subject it was
-    /// linked to. Records that were left unlinked are not added (an
-    /// incremental resolve leaves them as they are).
+    /// Add the records of resolve-state rows (see [`Golden::state`]) as
+    /// `use_row` says (given source, record id and the subject key the
+    /// record belongs to, if any): as linked before (by its own identifier,
+    /// the model or a steward), as a record without a valid identifier to
+    /// be linked again, or not at all. A record that was left unlinked is
+    /// added only to be linked again.
     pub fn add_state(
         &mut self,
         batch: &RecordBatch,
-        keep: &mut dyn FnMut(&str, &str, &str) -> bool,
+        use_row: &mut dyn FnMut(&str, &str, Option<&str>) -> StateUse,
     ) -> Result<(), String> {
         let text = |name: &str| {
             batch
@@ -1118,6 +1163,11 @@ impl<'c> Resolver<'c> {
             text(COL_KEY)?,
             text(STATE_LINK)?,
         );
+        let (written, problems) = (text(STATE_WRITTEN_ID)?, text(STATE_PROBLEM)?);
+        let positions = batch
+            .column_by_name(STATE_POSITION)
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+            .ok_or_else(|| format!("resolve state has no integer column `{STATE_POSITION}`"))?;
         let fields = self.fields.clone();
         let columns = fields
             .iter()
@@ -1131,18 +1181,28 @@ impl<'c> Resolver<'c> {
             .collect::<Result<Vec<_>, String>>()?;
         let mut values: Vec<(&Field, String, &str)> = Vec::with_capacity(columns.len());
         for row in 0..batch.num_rows() {
-            if keys.is_null(row) || links.is_null(row) {
+            let (source, record) = (sources.value(row), records.value(row));
+            let key = (!keys.is_null(row) && !links.is_null(row)).then(|| keys.value(row));
+            let how = use_row(source, record, key);
+            if how == StateUse::Skip || (how == StateUse::Keep && key.is_none()) {
                 continue;
             }
-            let (source, record, key) = (sources.value(row), records.value(row), keys.value(row));
-            if !keep(source, record, key) {
-                continue;
+            let relink = how == StateUse::Relink;
+            if relink && (written.is_null(row) || problems.is_null(row)) {
+                return Err(format!(
+                    "record `{record}` of `{source}` has a valid identifier and cannot be linked again"
+                ));
             }
-            let kind = match links.value(row) {
-                "exact" => LinkKind::Exact,
-                "probable" => LinkKind::Probable,
-                "steward" => LinkKind::Steward,
-                other => return Err(format!("resolve state has an unknown link kind `{other}`")),
+            let kind = match (relink, key.map(|_| links.value(row))) {
+                (true, _) => None,
+                (false, Some("exact")) => Some(LinkKind::Exact),
+                (false, Some("probable")) => Some(LinkKind::Probable),
+                (false, Some("steward")) => Some(LinkKind::Steward),
+                (false, other) => {
+                    return Err(format!(
+                        "resolve state has an unknown link kind `{other:?}`"
+                    ));
+                }
             };
             values.clear();
             for (f, value, raw) in &columns {
@@ -1156,18 +1216,44 @@ impl<'c> Resolver<'c> {
                     if raw.is_null(row) { v } else { raw.value(row) },
                 ));
             }
-            self.add_linked(
-                key,
-                kind,
-                source,
-                agencies.value(row),
-                record,
-                as_ofs.value(row),
-                &values,
-            );
+            match (kind, key) {
+                (Some(kind), Some(key)) => self.add_linked(
+                    key,
+                    kind,
+                    source,
+                    agencies.value(row),
+                    record,
+                    as_ofs.value(row),
+                    &values,
+                ),
+                _ => self.add_unkeyed(
+                    source,
+                    agencies.value(row),
+                    record,
+                    as_ofs.value(row),
+                    if positions.is_null(row) {
+                        0
+                    } else {
+                        positions.value(row)
+                    },
+                    written.value(row),
+                    problems.value(row),
+                    &values,
+                ),
+            }
         }
         Ok(())
     }
+}
+
+/// How [`Resolver::add_state`] adds a record of the resolve state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateUse {
+    /// As it was linked (not at all if it was not).
+    Keep,
+    /// As a record without a valid identifier, to be linked again.
+    Relink,
+    Skip,
 }
 
 /// One record in the resolve state.
@@ -1693,7 +1779,9 @@ mod tests {
         // Fed back, the state gives the same golden rows, ids and findings.
         let mut again = Resolver::new(&cat, SubjectKind::Person);
         for (_, b) in &g.state {
-            again.add_state(b, &mut |_, _, _| true).expect("state");
+            again
+                .add_state(b, &mut |_, _, _| StateUse::Keep)
+                .expect("state");
         }
         let g2 = again.finish_with(&mut registry, &Decisions::new(), Some(4));
         assert_eq!(g2.new_subjects, 0);
@@ -1703,8 +1791,14 @@ mod tests {
         // And `keep` leaves a record out.
         let mut less = Resolver::new(&cat, SubjectKind::Person);
         for (_, b) in &g.state {
-            less.add_state(b, &mut |_, record, _| record != "R3")
-                .expect("state");
+            less.add_state(b, &mut |_, record, _| {
+                if record == "R3" {
+                    StateUse::Skip
+                } else {
+                    StateUse::Keep
+                }
+            })
+            .expect("state");
         }
         let g3 = less.finish_with(&mut registry, &Decisions::new(), Some(4));
         assert_eq!(g3.bucket_subjects.iter().sum::<u64>(), 2);
