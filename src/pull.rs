@@ -1154,8 +1154,11 @@ fn resolve_incremental(
     }
     // The subjects whose records changed: the new rows' keys, and the keys
     // the touched records belonged to before.
+    // (A changed record that was linked without a valid identifier leaves
+    // a subject whose bucket may not be among those yet.)
     let mut affected: HashSet<String> = new_keys.iter().map(|(_, k)| k.clone()).collect();
-    for (_, _, b) in &state {
+    let mut linked_to: HashSet<String> = HashSet::new();
+    for (_, p, b) in &state {
         let cols = StateColumns::of(b)?;
         for i in 0..b.num_rows() {
             if !cols.key.is_null(i)
@@ -1165,6 +1168,9 @@ fn resolve_incremental(
                 ))
             {
                 affected.insert(cols.key.value(i).to_string());
+                if *p == unkeyed {
+                    linked_to.insert(cols.key.value(i).to_string());
+                }
             }
         }
     }
@@ -1173,7 +1179,6 @@ fn resolve_incremental(
     // one; with the new ones, their candidates' buckets join the rest.
     let mut relink: HashSet<(String, String)> = HashSet::new();
     let mut near: HashSet<String> = HashSet::new();
-    let mut linked_to: HashSet<String> = HashSet::new();
     let neighbours = |written: &str| {
         crate::ingest::normalise::id_digits(written)
             .map(|d| crate::ingest::link::id_neighbours(&d))

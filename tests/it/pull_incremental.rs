@@ -500,19 +500,22 @@ path = "sources/civil.csv"
     assert_same(&incremental, &resolved(&store));
 
     // A change to the person a record with a mistyped number is linked
-    // to: that record is linked again, and still only the buckets involved
-    // are resolved.
+    // to: that record is linked again; and the number of the one linked
+    // to person 7 corrected to another person's. Still only the buckets
+    // involved are resolved.
     db.batch_execute(&format!(
-        "UPDATE {0}.ryjbxx SET xm = xm || '·改', gxsj = '2026-03-01 09:00:00' WHERE rybh = 'R0005000'",
-        schema.name
+        "UPDATE {0}.ryjbxx SET xm = xm || '·改', gxsj = '2026-03-01 09:00:00' WHERE rybh = 'R0005000';
+         UPDATE {0}.ryjbxx SET gmsfhm = '{1}', gxsj = '2026-03-01 09:00:00' WHERE rybh = 'R0200000';",
+        schema.name,
+        id_number(60_000)
     ))
     .expect("update");
     let r = pull::run_configured_with(&s, &[], &options(100_000)).expect("third pull");
     let t = r.touched.clone().expect("resolved incrementally");
     assert_eq!(
         (r.probable_links, r.review),
-        (1, 1),
-        "the name no longer agrees: the record goes to review"
+        (0, 1),
+        "one record has a valid number now; the other's name no longer agrees: it goes to review"
     );
     assert!((t.partitions as u32) < t.buckets, "{t:?}");
     assert_eq!(
