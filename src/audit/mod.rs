@@ -917,7 +917,9 @@ impl Writer {
 fn line_tail(leaf: &[u8; 32], entry: &[u8]) -> Vec<u8> {
     let mut tail = Vec::with_capacity(entry.len() + 86);
     tail.extend_from_slice(b",\"leaf\":\"");
-    tail.extend_from_slice(hex::encode(leaf).as_bytes());
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(leaf, &mut hex).expect("64 hex digits for 32 bytes");
+    tail.extend_from_slice(&hex);
     tail.extend_from_slice(b"\",\"entry\":");
     tail.extend_from_slice(entry);
     tail.extend_from_slice(b"}\n");
@@ -1125,7 +1127,12 @@ fn commitment(salt: &[u8; 32], subject_key: &str) -> String {
     let mut ctx = Context::new(&SHA256);
     ctx.update(salt);
     ctx.update(subject_key.as_bytes());
-    hex::encode(ctx.finish().as_ref())
+    merkle::to_hex(
+        ctx.finish()
+            .as_ref()
+            .try_into()
+            .expect("sha-256 digests are 32 bytes"),
+    )
 }
 
 #[derive(Serialize, Deserialize)]
