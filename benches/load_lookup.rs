@@ -40,6 +40,16 @@
 //! `BROKER_BIN=path` serves with another build of `sharebroker` (before /
 //! after a change). `PERF_OUT=/tmp/broker.perf` records the broker with `perf record -g`
 //! over the measured window (the profiler's own cost is then in the figures).
+//! `CALLGRIND=1` runs the broker under `valgrind --tool=callgrind` with
+//! instrumentation switched on only for the measured window, and prints the
+//! broker's instructions per request: a count that other load on the machine
+//! does not change (unlike CPU time), for before / after comparisons. The
+//! profile is left in the run directory (`callgrind.out`) for
+//! `callgrind_annotate`; req/s and latencies of such a run mean nothing.
+//!
+//! The broker's audit group commits over the window (entries per fsync) are
+//! printed too: per-batch costs (fsync, the batch seal's signature) are
+//! shared by that many requests, so CPU per request depends on it.
 //!
 //! Targets: ≥ 20,000 req/s, p99 ≤ 10 ms, ≥ 1.0× pgbench, and broker CPU
 //! ≤ 15 µs per request. The machine has 2 cores shared by the broker, the
@@ -171,6 +181,17 @@ fn main() {
         broker.busy.client,
         broker.busy.other()
     );
+    if let Some((entries, batches)) = broker.group_commits {
+        println!(
+            "           audit: {entries:.0} entries in {batches:.0} group commits over the window, {:.1} entries per fsync",
+            entries / batches.max(1.0)
+        );
+    }
+    if let Some(ir) = broker.instructions_per_request {
+        println!(
+            "           callgrind: {ir:.0} broker instructions per request (req/s and latencies above are under valgrind)"
+        );
+    }
     println!(
         "  pgbench (-M prepared, TLS, {} clients, {} thread(s), {} s after {} s warm-up): {:>8.0} tps    p50 {:>6.0} µs  p99 {:>6.0} µs  max {:>6.0} µs  postgres CPU {:.1} µs/transaction",
         o.conns,
@@ -215,6 +236,10 @@ struct Figures {
     busy: Busy,
     open_secs: f64,
     first_secs: f64,
+    /// Audit entries and group commits (fsyncs) over the window.
+    group_commits: Option<(f64, f64)>,
+    /// Broker instructions per request, under callgrind (CALLGRIND=1).
+    instructions_per_request: Option<f64>,
 }
 
 /// Cores busy on average over the measured window, and whose.
@@ -552,6 +577,8 @@ fn run_pgbench(o: &Opts) -> Figures {
         },
         open_secs: 0.0,
         first_secs: 0.0,
+        group_commits: None,
+        instructions_per_request: None,
     }
 }
 
@@ -562,6 +589,8 @@ fn run_pgbench(o: &Opts) -> Figures {
 struct Broker {
     child: Child,
     log: PathBuf,
+    /// The callgrind profile, when run under valgrind (CALLGRIND=1).
+    callgrind_out: Option<PathBuf>,
 }
 
 impl Broker {
@@ -579,7 +608,13 @@ impl Drop for Broker {
     fn drop(&mut self) {
         // SAFETY: signals our own child by its pid.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Under callgrind the broker also writes its profile on the way out.
+        let wait = if self.callgrind_out.is_some() {
+            300
+        } else {
+            20
+        };
+        let deadline = Instant::now() + Duration::from_secs(wait);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
@@ -618,7 +653,18 @@ fn start_broker(settings: &Settings) -> (Broker, SocketAddr) {
     // BROKER_BIN: another build of the broker (a before/after comparison).
     let bin = std::env::var("BROKER_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sharebroker").to_string());
-    let child = Command::new(&bin)
+    let callgrind_out = (env_or("CALLGRIND", 0u8) == 1).then(|| run.join("callgrind.out"));
+    let mut command = match &callgrind_out {
+        Some(out) => {
+            let mut c = Command::new("valgrind");
+            c.args(["--tool=callgrind", "--instr-atstart=no"])
+                .arg(format!("--callgrind-out-file={}", out.display()))
+                .arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    let child = command
         .arg("--policies")
         .arg(&settings.policies_dir)
         .arg("--connectors")
@@ -634,7 +680,14 @@ fn start_broker(settings: &Settings) -> (Broker, SocketAddr) {
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("start sharebroker serve");
-    (Broker { child, log }, addr)
+    (
+        Broker {
+            child,
+            log,
+            callgrind_out,
+        },
+        addr,
+    )
 }
 
 /// How requests travel: one HTTP/1.1 connection, or a stream of a shared
@@ -902,8 +955,16 @@ async fn run_broker(settings: &Settings, o: &Opts, sample: &[String]) -> Figures
         }));
     }
     let pid = broker.pid();
+    let mut probe = Agent::new(
+        Sender::connect(addr, config.clone(), false).await,
+        signer.clone(),
+    );
     tokio::time::sleep_until(start.into()).await;
+    if broker.callgrind_out.is_some() {
+        callgrind_control(&pid, "on");
+    }
     let (cpu0, self0, m0) = (cpu_seconds_of(&pid), cpu_seconds(), machine_ticks());
+    let commits0 = probe.group_commits().await;
     // PERF_OUT=file: profile the broker over the measured window.
     let perf = std::env::var("PERF_OUT").ok().map(|out| {
         Command::new("perf")
@@ -918,6 +979,10 @@ async fn run_broker(settings: &Settings, o: &Opts, sample: &[String]) -> Figures
     });
     tokio::time::sleep_until(end.into()).await;
     let (cpu1, self1, m1) = (cpu_seconds_of(&pid), cpu_seconds(), machine_ticks());
+    if broker.callgrind_out.is_some() {
+        callgrind_control(&pid, "off");
+    }
+    let commits1 = probe.group_commits().await;
     if let Some(mut p) = perf {
         let _ = p.wait();
     }
@@ -939,13 +1004,15 @@ async fn run_broker(settings: &Settings, o: &Opts, sample: &[String]) -> Figures
     all.sort_unstable();
     let secs = o.seconds as f64;
     let ticks = m1.1 - m0.1;
+    let callgrind_out = broker.callgrind_out.clone();
     drop(broker);
+    let requests = all.len().max(1) as f64;
     Figures {
         rate: all.len() as f64 / secs,
         p50_us: percentile_us(&all, 0.50),
         p99_us: percentile_us(&all, 0.99),
         max_us: all.last().map_or(0.0, |&v| v as f64 / 1000.0),
-        server_cpu_us: (cpu1 - cpu0) * 1e6 / all.len().max(1) as f64,
+        server_cpu_us: (cpu1 - cpu0) * 1e6 / requests,
         busy: Busy {
             total: if ticks > 0.0 {
                 (m1.0 - m0.0) / ticks * 2.0
@@ -957,10 +1024,64 @@ async fn run_broker(settings: &Settings, o: &Opts, sample: &[String]) -> Figures
         },
         open_secs,
         first_secs,
+        group_commits: commits0
+            .zip(commits1)
+            .map(|((e0, b0), (e1, b1))| (e1 - e0, b1 - b0)),
+        instructions_per_request: callgrind_out
+            .map(|out| callgrind_instructions(&out) as f64 / requests),
     }
 }
 
+/// Switch callgrind's instrumentation of the broker on or off.
+fn callgrind_control(pid: &str, on_off: &str) {
+    let out = Command::new("callgrind_control")
+        .args(["-i", on_off, pid])
+        .output()
+        .expect("run callgrind_control");
+    assert!(
+        out.status.success(),
+        "callgrind_control -i {on_off} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The instructions a callgrind profile counted (its `totals:` line).
+fn callgrind_instructions(out: &Path) -> u64 {
+    let text = std::fs::read_to_string(out)
+        .unwrap_or_else(|e| panic!("no callgrind profile at {}: {e}", out.display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix("totals:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{} has no totals line", out.display()))
+}
+
 impl Agent {
+    /// Audit entries made durable and group commits so far, from the
+    /// broker's metrics; `None` if it does not publish them.
+    async fn group_commits(&mut self) -> Option<(f64, f64)> {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri("/v1/metrics")
+            .header(HOST, HeaderValue::from_static("localhost"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let (status, body) = self.sender.send(req).await;
+        if status != 200 {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&body);
+        let metric = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        Some((
+            metric("sharebroker_audit_appends_total")?,
+            metric("sharebroker_audit_batch_size_count")?,
+        ))
+    }
+
     async fn get_ready(&mut self) -> (u16, Bytes) {
         let req = Request::builder()
             .method(Method::GET)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use hyper::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
@@ -35,19 +35,36 @@ pub(super) fn mark_disputed(
     qualified: &str,
     value: Option<&str>,
 ) {
-    let (Some(disputes), Some(value)) = (disputes, value) else {
-        return;
-    };
-    if let Some(d) = disputes
+    if let Some(mark) = disputed(disputes, qualified, value) {
+        field["disputed"] = serde_json::to_value(mark).expect("a dispute mark serialises");
+    }
+}
+
+/// The `disputed` member of a served field, when an open correction (or a
+/// fix not yet pulled) covers `value`, the stored value served now.
+pub(super) fn disputed<'a>(
+    disputes: Option<&'a Disputes>,
+    qualified: &str,
+    value: Option<&str>,
+) -> Option<DisputedMark<'a>> {
+    let (disputes, value) = (disputes?, value?);
+    disputes
         .iter()
         .find(|d| d.field == qualified && d.covers(value))
-    {
-        field["disputed"] = json!({
-            "correction": d.correction,
-            "since": d.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            "state": d.state.as_str(),
-        });
-    }
+        .map(|d| DisputedMark {
+            correction: &d.correction,
+            since: d.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            state: d.state.as_str(),
+        })
+}
+
+/// How a served value is marked as disputed; members in the order of their
+/// names, as canonical JSON has them.
+#[derive(Serialize)]
+pub(super) struct DisputedMark<'a> {
+    correction: &'a str,
+    since: String,
+    state: &'static str,
 }
 
 /// A dispute as the handling agency files it.
@@ -210,7 +227,7 @@ pub(super) async fn file(
         .map_err(correction_error)?;
     Ok(Reply {
         status: StatusCode::CREATED,
-        body: json!({ "correction": view(&state.catalog, &correction, &agency.id) }),
+        body: json!({ "correction": view(&state.catalog, &correction, &agency.id) }).into(),
         sealed: false,
     })
 }
@@ -288,7 +305,7 @@ pub(super) fn list(state: &AppState, agency: &Agency, query: &str) -> Result<Rep
         .collect();
     Ok(Reply {
         status: StatusCode::OK,
-        body: json!({ "corrections": corrections, "truncated": truncated }),
+        body: json!({ "corrections": corrections, "truncated": truncated }).into(),
         sealed: false,
     })
 }
@@ -362,7 +379,7 @@ pub(super) async fn decide(
     .map_err(correction_error)?;
     Ok(Reply {
         status: StatusCode::OK,
-        body: json!({ "correction": view(&state.catalog, &correction, &agency.id) }),
+        body: json!({ "correction": view(&state.catalog, &correction, &agency.id) }).into(),
         sealed: false,
     })
 }

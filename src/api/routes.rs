@@ -1,7 +1,9 @@
 //! Routes under `/v1`, the one error shape, and the request tail every
 //! answered request goes through: audit (durable) → seal → respond.
 
-use std::collections::BTreeSet;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -12,7 +14,7 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::token::{self, TokenError};
@@ -20,7 +22,7 @@ use super::{AppState, Caller, Tables};
 use crate::audit::{AuditEntry, AuditFilter, AuditSink};
 use crate::catalog::{Agency, SubjectKind};
 use crate::ingest::{SUFFIX_AS_OF, SUFFIX_RECORD, SUFFIX_SOURCE, identifier_problem, subject_key};
-use crate::policy::cases::{Applicant, CaseError};
+use crate::policy::cases::{Applicant, Case, CaseError};
 use crate::policy::{Access, Refusal, authorize_lookup, authorize_prefill, mask::mask};
 use crate::seal;
 use crate::store::{LoadedTable, Row};
@@ -128,13 +130,94 @@ pub(super) fn error_response(e: &ApiError) -> Response<ResponseBody> {
 /// What a route produced: status, JSON body, whether to seal it.
 struct Reply {
     status: StatusCode,
-    body: Value,
+    body: Body,
     sealed: bool,
 }
 
+/// A route's JSON body: a value, or already written as canonical JSON.
+enum Body {
+    Value(Value),
+    Canonical(CanonicalBody),
+}
+
+impl From<Value> for Body {
+    fn from(v: Value) -> Body {
+        Body::Value(v)
+    }
+}
+
+/// A response body as canonical JSON (`seal::canonical_json`: what its
+/// `response_sha256` covers), and where its `audit_entry` number goes: just
+/// after the `{` of its `meta` object, or of the body when it has none.
+struct CanonicalBody {
+    bytes: Vec<u8>,
+    entry_at: usize,
+}
+
+impl CanonicalBody {
+    /// The canonical form of a body; `None` if it is not a JSON object.
+    fn of(body: &Value) -> Option<CanonicalBody> {
+        debug_assert!(
+            body.get(seal::SEAL_KEY).is_none()
+                && body.get("audit_entry").is_none()
+                && body
+                    .get("meta")
+                    .is_none_or(|m| m.get("audit_entry").is_none()),
+            "a route's body carries no seal or audit entry number of its own"
+        );
+        seal::canonical_response(body).map(|(bytes, entry_at)| CanonicalBody { bytes, entry_at })
+    }
+
+    /// `{"data":…,"meta":…}` written straight from two serialisable parts,
+    /// whose members must be declared in the byte order of their names (as
+    /// canonical JSON sorts them; checked in debug builds).
+    fn data_meta(data: &impl serde::Serialize, meta: &impl serde::Serialize) -> CanonicalBody {
+        let mut bytes = Vec::with_capacity(2048);
+        bytes.extend_from_slice(b"{\"data\":");
+        serde_json::to_writer(&mut bytes, data).expect("writing JSON into a vec cannot fail");
+        bytes.extend_from_slice(b",\"meta\":");
+        let entry_at = bytes.len() + 1;
+        serde_json::to_writer(&mut bytes, meta).expect("writing JSON into a vec cannot fail");
+        bytes.push(b'}');
+        debug_assert_eq!(
+            seal::canonical_json(&serde_json::from_slice(&bytes).expect("written as JSON")),
+            bytes,
+            "a body written directly is not canonical: are its members declared in name order?"
+        );
+        CanonicalBody { bytes, entry_at }
+    }
+
+    /// The bytes sent: the body with its `audit_entry` number and, when it
+    /// is sealed in a batch, its `seal` (written without building a value).
+    fn finish(&self, audit_entry: u64, seal: Option<&seal::batch::BatchSeal>) -> Vec<u8> {
+        let (head, rest) = self.bytes.split_at(self.entry_at);
+        let mut out =
+            Vec::with_capacity(self.bytes.len() + 32 + if seal.is_some() { 1024 } else { 0 });
+        out.extend_from_slice(head);
+        let _ = write!(out, "\"audit_entry\":{audit_entry}");
+        if rest.first() != Some(&b'}') {
+            out.push(b',');
+        }
+        // `rest` ends with the body's closing brace; the seal goes before it.
+        out.extend_from_slice(&rest[..rest.len() - 1]);
+        if let Some(seal) = seal {
+            out.extend_from_slice(b",\"seal\":");
+            seal.batch.write_seal_json(seal.leaf_index, &mut out);
+        }
+        out.push(b'}');
+        out
+    }
+}
+
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let bytes = serde_json::to_vec(body).expect("a JSON value serialises");
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    bytes_response(
+        status,
+        serde_json::to_vec(body).expect("a JSON value serialises"),
+    )
+}
+
+fn bytes_response(status: StatusCode, json: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(json)));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -166,10 +249,10 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let route = route_template(req.uri().path());
-    let resp = answer(&state, &caller, req, &route).await;
+    let resp = answer(&state, &caller, req, route).await;
     state
         .metrics
-        .record(&route, resp.status().as_u16(), started.elapsed());
+        .record(route, resp.status().as_u16(), started.elapsed());
     resp
 }
 
@@ -394,14 +477,30 @@ async fn answer(
             }
         }
     };
-    let (status, mut body, sealed) = match result {
+    let reply = match result {
         // Exports write their audit entry and stream on their own.
         Ok(Answered::Export(prepared)) => {
             return super::export::respond(state, prepared, entry).await;
         }
-        Ok(Answered::Reply(r)) => {
+        Ok(Answered::Reply(r)) => match r.body {
+            Body::Canonical(c) => Ok((r.status, c, r.sealed)),
+            Body::Value(v) => CanonicalBody::of(&v)
+                .map(|c| (r.status, c, r.sealed))
+                .ok_or_else(|| {
+                    tracing::error!(route, "a route answered a body that is not a JSON object");
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "internal failure; try again",
+                    )
+                }),
+        },
+        Err(e) => Err(e),
+    };
+    let (status, canonical, sealed) = match reply {
+        Ok(reply) => {
             entry.decision = "allow".into();
-            (r.status, r.body, r.sealed)
+            reply
         }
         Err(e) => {
             entry.decision = if e.refusal { "deny" } else { "error" }.into();
@@ -411,16 +510,16 @@ async fn answer(
             entry.fields_clear.clear();
             entry.fields_masked.clear();
             entry.rows_out = 0;
-            (e.status, error_body(&e), false)
+            let body = CanonicalBody::of(&error_body(&e)).expect("an error body is an object");
+            (e.status, body, false)
         }
     };
     entry.status = status.as_u16();
-    let canonical = seal::canonical_json(&body);
     let mut response_sha256 = [0u8; 32];
     response_sha256
-        .copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &canonical).as_ref());
-    entry.response_sha256 = Some(hex::encode(response_sha256));
-    entry.bytes_out = canonical.len() as u64;
+        .copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &canonical.bytes).as_ref());
+    entry.response_sha256 = Some(crate::audit::merkle::to_hex(&response_sha256));
+    entry.bytes_out = canonical.bytes.len() as u64;
     // Audit before data (invariant 2): nothing leaves until this is durable.
     // A batch-sealed response gets its seal from the group commit that made it durable.
     let appended = if sealed && state.seal_mode == seal::SealMode::Batch {
@@ -439,16 +538,18 @@ async fn answer(
             return error_response(&audit_unavailable());
         }
     };
-    match body.get_mut("meta") {
-        Some(meta) => meta["audit_entry"] = json!(appended.index),
-        None => body["audit_entry"] = json!(appended.index),
-    }
-    match (sealed, appended.seal) {
-        (true, Some(batch)) => batch.apply(&mut body),
-        (true, None) => seal::seal(state.signer.as_ref(), &mut body),
-        (false, _) => {}
-    }
-    let mut r = json_response(status, &body);
+    let bytes = match (sealed, appended.seal) {
+        (true, Some(batch)) => canonical.finish(appended.index, Some(&batch)),
+        (true, None) => {
+            // A seal per response signs the canonical body with its entry number.
+            let mut body: Value = serde_json::from_slice(&canonical.finish(appended.index, None))
+                .expect("a finished body is JSON");
+            seal::seal(state.signer.as_ref(), &mut body);
+            serde_json::to_vec(&body).expect("a JSON value serialises")
+        }
+        (false, _) => canonical.finish(appended.index, None),
+    };
+    let mut r = bytes_response(status, bytes);
     if status == StatusCode::UNAUTHORIZED {
         r.headers_mut().insert(
             WWW_AUTHENTICATE,
@@ -460,54 +561,35 @@ async fn answer(
 
 /// The route with ids replaced, for the audit log: never a raw path, which
 /// could carry anything a client put in it.
-fn route_template(path: &str) -> String {
+fn route_template(path: &str) -> &'static str {
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     match parts.as_slice() {
-        [
-            "",
-            "v1",
-            "cases",
-            _,
-            action @ ("close" | "lookup" | "prefill" | "corrections"),
-        ] => format!("/v1/cases/{{case}}/{action}"),
-        [
-            "",
-            "v1",
-            r @ ("cases" | "catalog" | "audit" | "applications" | "corrections"),
-        ] => format!("/v1/{r}"),
-        [
-            "",
-            "v1",
-            r @ ("health" | "ready" | "metrics" | "openapi.json"),
-        ] => format!("/v1/{r}"),
-        ["", "v1", "seal", "key"] => "/v1/seal/key".to_string(),
-        ["", "v1", "exports", _] => super::export::ROUTE.to_string(),
-        ["", "v1", "applications", _, v @ ("approve" | "refuse")] => {
-            format!("/v1/applications/{{id}}/{v}")
-        }
-        [
-            "",
-            "v1",
-            "corrections",
-            _,
-            v @ ("confirm" | "fix" | "withdraw"),
-        ] => {
-            format!("/v1/corrections/{{id}}/{v}")
-        }
-        [
-            "",
-            "v1",
-            "audit",
-            v @ ("report" | "anomalies" | "tree-head"),
-        ] => format!("/v1/audit/{v}"),
-        [
-            "",
-            "v1",
-            "audit",
-            "proof",
-            k @ ("inclusion" | "consistency"),
-        ] => format!("/v1/audit/proof/{k}"),
-        _ => "/unmatched".to_string(),
+        ["", "v1", "cases", _, "close"] => "/v1/cases/{case}/close",
+        ["", "v1", "cases", _, "lookup"] => "/v1/cases/{case}/lookup",
+        ["", "v1", "cases", _, "prefill"] => "/v1/cases/{case}/prefill",
+        ["", "v1", "cases", _, "corrections"] => "/v1/cases/{case}/corrections",
+        ["", "v1", "cases"] => "/v1/cases",
+        ["", "v1", "catalog"] => "/v1/catalog",
+        ["", "v1", "audit"] => "/v1/audit",
+        ["", "v1", "applications"] => "/v1/applications",
+        ["", "v1", "corrections"] => "/v1/corrections",
+        ["", "v1", "health"] => "/v1/health",
+        ["", "v1", "ready"] => "/v1/ready",
+        ["", "v1", "metrics"] => "/v1/metrics",
+        ["", "v1", "openapi.json"] => "/v1/openapi.json",
+        ["", "v1", "seal", "key"] => "/v1/seal/key",
+        ["", "v1", "exports", _] => super::export::ROUTE,
+        ["", "v1", "applications", _, "approve"] => "/v1/applications/{id}/approve",
+        ["", "v1", "applications", _, "refuse"] => "/v1/applications/{id}/refuse",
+        ["", "v1", "corrections", _, "confirm"] => "/v1/corrections/{id}/confirm",
+        ["", "v1", "corrections", _, "fix"] => "/v1/corrections/{id}/fix",
+        ["", "v1", "corrections", _, "withdraw"] => "/v1/corrections/{id}/withdraw",
+        ["", "v1", "audit", "report"] => "/v1/audit/report",
+        ["", "v1", "audit", "anomalies"] => "/v1/audit/anomalies",
+        ["", "v1", "audit", "tree-head"] => "/v1/audit/tree-head",
+        ["", "v1", "audit", "proof", "inclusion"] => "/v1/audit/proof/inclusion",
+        ["", "v1", "audit", "proof", "consistency"] => "/v1/audit/proof/consistency",
+        _ => "/unmatched",
     }
 }
 
@@ -625,7 +707,7 @@ async fn dispatch(
     entry: &mut AuditEntry,
     reading: &AtomicBool,
 ) -> Result<Reply, ApiError> {
-    let agency = require_agency(caller)?.clone();
+    let agency = require_agency(caller)?;
     entry.role = agency.roles.first().cloned().unwrap_or_default();
     let path = req.uri().path().trim_end_matches('/').to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -635,11 +717,11 @@ async fn dispatch(
         (Method::GET, ["", "v1", "catalog"]) => Ok(catalog(state)),
         (Method::POST, ["", "v1", "cases"]) => {
             let body: OpenCase = read_json(req, limit, reading).await?;
-            open_case(state, &agency, body, entry).await
+            open_case(state, agency, body, entry).await
         }
         (Method::GET, ["", "v1", "cases"]) => Ok(Reply {
             status: StatusCode::OK,
-            body: json!({ "cases": state.cases.of_agency(&agency.id) }),
+            body: json!({ "cases": state.cases.of_agency(&agency.id) }).into(),
             sealed: false,
         }),
         (Method::POST, ["", "v1", "cases", id, "close"]) => {
@@ -651,7 +733,7 @@ async fn dispatch(
             entry.role.clone_from(&case.role);
             Ok(Reply {
                 status: StatusCode::OK,
-                body: json!({ "case": case }),
+                body: json!({ "case": case }).into(),
                 sealed: false,
             })
         }
@@ -660,23 +742,23 @@ async fn dispatch(
             entry.case_id = Some(id.to_string());
             let id = id.to_string();
             let body: Lookup = read_json(req, limit, reading).await?;
-            lookup(state, &agency, &id, body, entry).await
+            lookup(state, agency, &id, body, entry).await
         }
         (Method::POST, ["", "v1", "cases", id, "prefill"]) => {
             valid_case_id(id)?;
             entry.case_id = Some(id.to_string());
             let id = id.to_string();
             let body: Prefill = read_json(req, limit, reading).await?;
-            prefill(state, &agency, &id, body, entry).await
+            prefill(state, agency, &id, body, entry).await
         }
         (Method::POST, ["", "v1", "cases", id, "corrections"]) => {
             valid_case_id(id)?;
             entry.case_id = Some(id.to_string());
             let id = id.to_string();
             let body: corrections::FileCorrection = read_json(req, limit, reading).await?;
-            corrections::file(state, &agency, &id, body, entry).await
+            corrections::file(state, agency, &id, body, entry).await
         }
-        (Method::GET, ["", "v1", "corrections"]) => corrections::list(state, &agency, &query),
+        (Method::GET, ["", "v1", "corrections"]) => corrections::list(state, agency, &query),
         (
             Method::POST,
             [
@@ -689,15 +771,15 @@ async fn dispatch(
         ) => {
             let (id, verb) = (id.to_string(), verb.to_string());
             let body: corrections::Decision = read_json(req, limit, reading).await?;
-            corrections::decide(state, &agency, &id, &verb, body, entry).await
+            corrections::decide(state, agency, &id, &verb, body, entry).await
         }
         (Method::POST, ["", "v1", "applications"]) => {
             let body: Apply = read_json(req, limit, reading).await?;
-            apply(state, &agency, body, entry).await
+            apply(state, agency, body, entry).await
         }
         (Method::GET, ["", "v1", "applications"]) => Ok(Reply {
             status: StatusCode::OK,
-            body: json!({ "applications": state.applications.for_agency(&agency.id) }),
+            body: json!({ "applications": state.applications.for_agency(&agency.id) }).into(),
             sealed: false,
         }),
         (
@@ -713,16 +795,16 @@ async fn dispatch(
             valid_case_id(id)?;
             let (id, approve) = (id.to_string(), *verdict == "approve");
             let body: Decide = read_json(req, limit, reading).await?;
-            decide(state, &agency, &id, approve, body, entry).await
+            decide(state, agency, &id, approve, body, entry).await
         }
         (Method::GET, ["", "v1", "audit"]) => {
-            audit_view(state, &agency, &query, AuditView::Entries).await
+            audit_view(state, agency, &query, AuditView::Entries).await
         }
         (Method::GET, ["", "v1", "audit", "report"]) => {
-            audit_view(state, &agency, &query, AuditView::Report).await
+            audit_view(state, agency, &query, AuditView::Report).await
         }
         (Method::GET, ["", "v1", "audit", "anomalies"]) => {
-            audit_view(state, &agency, &query, AuditView::Anomalies).await
+            audit_view(state, agency, &query, AuditView::Anomalies).await
         }
         (Method::GET, ["", "v1", "audit", "tree-head"]) => tree_head(state).await,
         (
@@ -736,7 +818,7 @@ async fn dispatch(
             ],
         ) => {
             let kind = kind.to_string();
-            proof(state, &agency, &kind, &query)
+            proof(state, agency, &kind, &query)
         }
         (
             _,
@@ -795,7 +877,7 @@ fn catalog(state: &AppState) -> Reply {
         .collect();
     Reply {
         status: StatusCode::OK,
-        body: json!({ "datasets": datasets, "service_items": items, "policy_version": state.policy().version }),
+        body: json!({ "datasets": datasets, "service_items": items, "policy_version": state.policy().version }).into(),
         sealed: false,
     }
 }
@@ -940,7 +1022,7 @@ async fn open_case(
     entry.officer.get_or_insert_with(|| case.officer.clone());
     Ok(Reply {
         status: StatusCode::CREATED,
-        body: json!({ "case": case }),
+        body: json!({ "case": case }).into(),
         sealed: false,
     })
 }
@@ -1048,12 +1130,7 @@ async fn lookup(
         entry.dataset = Some(body.dataset.clone());
     }
     let subject = body.subject.resolve()?;
-    if let Some(case) = state.cases.get(&agency.id, case_id) {
-        entry.service_item = Some(case.service_item.clone());
-        entry.role.clone_from(&case.role);
-        entry.officer.get_or_insert(case.officer);
-    }
-    let authorized = authorize_lookup(
+    let authorized = match authorize_lookup(
         &policy,
         &state.catalog,
         &state.cases,
@@ -1064,8 +1141,23 @@ async fn lookup(
         body.fields.as_deref(),
         body.purpose.as_deref(),
         Utc::now(),
-    )
-    .map_err(|refusal| record_refusal(state, entry, &body.dataset, &subject.key, refusal))?;
+    ) {
+        Ok(authorized) => authorized,
+        Err(refusal) => {
+            // The case as it stands (if any) names the refusal's purpose.
+            if let Some(case) = state.cases.get(&agency.id, case_id) {
+                note_case(entry, &case);
+            }
+            return Err(record_refusal(
+                state,
+                entry,
+                &body.dataset,
+                &subject.key,
+                refusal,
+            ));
+        }
+    };
+    note_case(entry, authorized.case());
     // The subject is an applicant of the caller's open case: name it.
     entry.subject_commitment = Some(commitment(state, &subject.key).await?);
     let dataset = state
@@ -1089,47 +1181,132 @@ async fn lookup(
             ),
         )
     })?;
-    let mut fields = serde_json::Map::new();
+    let mut fields = BTreeMap::new();
     let mut rules = BTreeSet::new();
     let disputes = state.corrections.disputes(&subject.key);
+    // `dataset.field`, then with a provenance suffix: one buffer for every column name.
+    let mut column = String::with_capacity(64);
     for (name, access, rule) in authorized.granted() {
-        let qualified = format!("{}.{name}", dataset.id);
-        let mut value = field_json(&row, &qualified, *access);
-        corrections::mark_disputed(
-            &mut value,
-            disputes.as_ref(),
-            &qualified,
-            row.get(&qualified),
-        );
-        fields.insert(name.clone(), value);
+        column.clear();
+        column.push_str(&dataset.id);
+        column.push('.');
+        column.push_str(name);
+        let qualified = column.len();
+        let stored = row.get(&column);
+        let mut cell = |suffix: &str| {
+            column.truncate(qualified);
+            column.push_str(suffix);
+            let cell = row.get(&column);
+            column.truncate(qualified);
+            cell
+        };
+        let (source, as_of) = (cell(SUFFIX_SOURCE), cell(SUFFIX_AS_OF));
+        // A source record id can be the masked value itself (a register keyed
+        // by credit code), so masked fields do not name their record.
+        let (shown, record) = match (stored, access) {
+            (Some(v), Access::Clear) => (Some(Cow::Borrowed(v)), cell(SUFFIX_RECORD)),
+            (Some(v), Access::Masked(kind)) => (Some(Cow::Owned(mask(*kind, v))), None),
+            (None, Access::Clear) => (None, cell(SUFFIX_RECORD)),
+            (None, Access::Masked(_)) => (None, None),
+        };
+        let disputed = corrections::disputed(disputes.as_ref(), &column, stored);
         // Only values that were there count as released.
-        if row.get(&qualified).is_some() {
-            record_served(entry, &qualified, *access);
+        if stored.is_some() {
+            record_served(entry, &column, *access);
         }
-        rules.insert(rule.clone());
+        fields.insert(
+            name.as_str(),
+            ServedField {
+                access: access_name(*access),
+                as_of,
+                disputed,
+                record,
+                source,
+                value: shown,
+            },
+        );
+        rules.insert(rule.as_str());
     }
     entry.rule = Some(rules.into_iter().collect::<Vec<_>>().join("; "));
     entry.rows_out = 1;
     let case = authorized.case();
+    let data = LookupData {
+        dataset: &dataset.id,
+        fields,
+        subject_id: row.get(crate::ingest::COL_SUBJECT_ID),
+        withheld: authorized
+            .withheld()
+            .iter()
+            .map(|(field, reason)| Withheld { field, reason })
+            .collect(),
+    };
+    let meta = LookupMeta {
+        case_id: &case.id,
+        dataset_version: table.manifest.version,
+        policy_version: &policy.version,
+        served_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        service_item: &case.service_item,
+    };
     Ok(Reply {
         status: StatusCode::OK,
-        body: json!({
-            "data": {
-                "subject_id": row.get(crate::ingest::COL_SUBJECT_ID),
-                "dataset": dataset.id,
-                "fields": fields,
-                "withheld": withheld_json(authorized.withheld()),
-            },
-            "meta": {
-                "case_id": case.id,
-                "service_item": case.service_item,
-                "dataset_version": table.manifest.version,
-                "policy_version": policy.version,
-                "served_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            },
-        }),
+        body: Body::Canonical(CanonicalBody::data_meta(&data, &meta)),
         sealed: true,
     })
+}
+
+/// The case a request is bound to, in its audit entry: purpose, role and
+/// (when the token named none) officer.
+fn note_case(entry: &mut AuditEntry, case: &Case) {
+    entry.service_item = Some(case.service_item.clone());
+    entry.role.clone_from(&case.role);
+    entry.officer.get_or_insert_with(|| case.officer.clone());
+}
+
+fn access_name(access: Access) -> &'static str {
+    match access {
+        Access::Clear => "clear",
+        Access::Masked(_) => "masked",
+    }
+}
+
+// A lookup's answer, serialised straight to canonical JSON: in each struct the
+// members are declared in the byte order of their names, as canonical JSON
+// sorts them (`CanonicalBody::data_meta` checks it in debug builds).
+
+#[derive(Serialize)]
+struct LookupData<'a> {
+    dataset: &'a str,
+    fields: BTreeMap<&'a str, ServedField<'a>>,
+    subject_id: Option<&'a str>,
+    withheld: Vec<Withheld<'a>>,
+}
+
+/// One served field: value (masked as granted) and provenance; as
+/// `field_json` writes it for a pre-fill.
+#[derive(Serialize)]
+struct ServedField<'a> {
+    access: &'static str,
+    as_of: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disputed: Option<corrections::DisputedMark<'a>>,
+    record: Option<&'a str>,
+    source: Option<&'a str>,
+    value: Option<Cow<'a, str>>,
+}
+
+#[derive(Serialize)]
+struct Withheld<'a> {
+    field: &'a str,
+    reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct LookupMeta<'a> {
+    case_id: &'a str,
+    dataset_version: u64,
+    policy_version: &'a str,
+    served_at: String,
+    service_item: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -1241,7 +1418,7 @@ async fn prefill(
                 "policy_version": policy.version,
                 "served_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             },
-        }),
+        }).into(),
         sealed: true,
     })
 }
@@ -1395,7 +1572,7 @@ async fn audit_view(
     body["truncated"] = json!(truncated);
     Ok(Reply {
         status: StatusCode::OK,
-        body,
+        body: body.into(),
         sealed: false,
     })
 }
@@ -1423,7 +1600,8 @@ async fn tree_head(state: &Arc<AppState>) -> Result<Reply, ApiError> {
     };
     Ok(Reply {
         status: StatusCode::OK,
-        body: json!({ "tree_head": head, "published_every_secs": state.tree_head_every.as_secs() }),
+        body: json!({ "tree_head": head, "published_every_secs": state.tree_head_every.as_secs() })
+            .into(),
         sealed: false,
     })
 }
@@ -1481,7 +1659,7 @@ fn proof(state: &AppState, agency: &Agency, kind: &str, query: &str) -> Result<R
     };
     Ok(Reply {
         status: StatusCode::OK,
-        body,
+        body: body.into(),
         sealed: false,
     })
 }
@@ -1604,7 +1782,7 @@ async fn apply(
         .map_err(application_error)?;
     Ok(Reply {
         status: StatusCode::CREATED,
-        body: json!({ "application": application }),
+        body: json!({ "application": application }).into(),
         sealed: false,
     })
 }
@@ -1663,7 +1841,7 @@ async fn decide(
     entry.policy_version = Some(state.policy().version.clone());
     Ok(Reply {
         status: StatusCode::OK,
-        body: json!({ "application": application, "in_force": in_force, "policy_version": state.policy().version }),
+        body: json!({ "application": application, "in_force": in_force, "policy_version": state.policy().version }).into(),
         sealed: false,
     })
 }

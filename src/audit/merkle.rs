@@ -12,6 +12,13 @@ pub fn leaf_hash(data: &[u8]) -> [u8; 32] {
     to_array(ctx.finish().as_ref())
 }
 
+/// Lower-case hex of a hash, without the per-character iterator of `hex::encode`.
+pub fn to_hex(hash: &[u8; 32]) -> String {
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(hash, &mut out).expect("64 hex digits for 32 bytes");
+    String::from_utf8(out.to_vec()).expect("hex digits are ascii")
+}
+
 /// Hash of an interior node: SHA-256(0x01 || left || right).
 pub fn node_hash(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
     let mut ctx = Context::new(&SHA256);

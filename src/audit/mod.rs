@@ -492,22 +492,23 @@ impl AuditLog {
     /// Salted commitment `hex(SHA-256(salt || key))` for a subject, creating (and fsyncing)
     /// the subject's salt on first use. Blocks on that first-use fsync.
     pub fn commit_subject(&self, subject_key: &str) -> Result<String, AuditError> {
-        let mut salts = lock(&self.salts);
         let id = subject_id(subject_key);
-        let salt = match salts.salts.get(&id) {
-            Some(salt) => *salt,
-            None => salts.create(id)?,
+        let salt = {
+            let mut salts = lock(&self.salts);
+            match salts.salts.get(&id) {
+                Some(salt) => *salt,
+                None => salts.create(id)?,
+            }
         };
         Ok(commitment(&salt, subject_key))
     }
 
     /// Commitment for a subject if a salt exists; never creates one (for queries).
     pub fn lookup_commitment(&self, subject_key: &str) -> Option<String> {
-        let salts = lock(&self.salts);
-        salts
-            .salts
-            .get(&subject_id(subject_key))
-            .map(|salt| commitment(salt, subject_key))
+        // Hash outside the lock: only the map lookup is serialised.
+        let id = subject_id(subject_key);
+        let salt = *lock(&self.salts).salts.get(&id)?;
+        Some(commitment(&salt, subject_key))
     }
 
     /// Erases a subject's salt (rewriting the salt file atomically), so their entries can no
@@ -630,10 +631,8 @@ impl AuditLog {
         let (done, rx) = oneshot::channel();
         // Serialise and hash here, on the caller's thread: the CPU work of a
         // batch is spread over the callers instead of queued on the writer.
-        let queued = match serde_json::to_vec(&entry) {
-            Ok(bytes) => {
-                let leaf = merkle::leaf_hash(&bytes);
-                let tail = line_tail(&leaf, &bytes);
+        let queued = match line_tail(&entry) {
+            Ok((tail, leaf)) => {
                 // Enqueue now, not on first poll, so indices follow call order.
                 // A full queue sheds load (the caller answers 503) instead of
                 // growing without bound or blocking an async worker.
@@ -913,15 +912,22 @@ impl Writer {
 }
 
 /// Everything of a stored line after `{"index":N`, built by the caller:
-/// `,"leaf":"<hex>","entry":<entry>}` and a newline.
-fn line_tail(leaf: &[u8; 32], entry: &[u8]) -> Vec<u8> {
-    let mut tail = Vec::with_capacity(entry.len() + 86);
+/// `,"leaf":"<hex>","entry":<entry>}` and a newline, with the leaf hash of the
+/// entry's bytes. The entry is serialised in place, its leaf's hex filled in
+/// after.
+fn line_tail(entry: &AuditEntry) -> Result<(Vec<u8>, [u8; 32]), serde_json::Error> {
+    const LEAF_AT: usize = b",\"leaf\":\"".len();
+    let mut tail = Vec::with_capacity(2048);
     tail.extend_from_slice(b",\"leaf\":\"");
-    tail.extend_from_slice(hex::encode(leaf).as_bytes());
+    tail.extend_from_slice(&[b'0'; 64]);
     tail.extend_from_slice(b"\",\"entry\":");
-    tail.extend_from_slice(entry);
+    let entry_at = tail.len();
+    serde_json::to_writer(&mut tail, entry)?;
+    let leaf = merkle::leaf_hash(&tail[entry_at..]);
+    hex::encode_to_slice(leaf, &mut tail[LEAF_AT..LEAF_AT + 64])
+        .expect("64 hex digits for 32 bytes");
     tail.extend_from_slice(b"}\n");
-    tail
+    Ok((tail, leaf))
 }
 
 /// Splits one stored line (without its newline) into index, stored leaf and entry bytes.
@@ -1125,7 +1131,12 @@ fn commitment(salt: &[u8; 32], subject_key: &str) -> String {
     let mut ctx = Context::new(&SHA256);
     ctx.update(salt);
     ctx.update(subject_key.as_bytes());
-    hex::encode(ctx.finish().as_ref())
+    merkle::to_hex(
+        ctx.finish()
+            .as_ref()
+            .try_into()
+            .expect("sha-256 digests are 32 bytes"),
+    )
 }
 
 #[derive(Serialize, Deserialize)]

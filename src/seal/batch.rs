@@ -25,6 +25,7 @@
 //! `log_root`, `time` and `signature`. The verifier recomputes the leaf, walks the path to the
 //! batch root, rebuilds the message and checks the signature with the published key.
 
+use std::io::Write as _;
 use std::sync::Arc;
 
 use base64::prelude::{BASE64_STANDARD, Engine as _};
@@ -74,6 +75,9 @@ pub struct SignedBatch {
     alg: &'static str,
     key_id: String,
     signature_b64: String,
+    /// The members every seal of the batch shares, as JSON: `{"alg":…,"type":"batch"`
+    /// without the closing brace. Written once per batch by [`SignedBatch::sign`].
+    shared_json: Vec<u8>,
 }
 
 impl std::fmt::Debug for SignedBatch {
@@ -102,7 +106,7 @@ impl SignedBatch {
         debug_assert!(tree.size() > 0, "a signed batch has at least one leaf");
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let msg = message(tree.size(), &tree.root(), log_size, log_root, &time);
-        SignedBatch {
+        let mut batch = SignedBatch {
             log_size,
             log_root_hex: hex::encode(log_root),
             alg: signer.alg().name(),
@@ -110,12 +114,55 @@ impl SignedBatch {
             signature_b64: BASE64_STANDARD.encode(signer.sign(&msg)),
             tree,
             time,
-        }
+            shared_json: Vec::new(),
+        };
+        batch.shared_json = batch.shared_members_json();
+        batch
+    }
+
+    /// `{` and the members of [`SignedBatch::seal_json`] that do not depend on the response.
+    fn shared_members_json(&self) -> Vec<u8> {
+        let shared = json!({
+            "type": SEAL_TYPE,
+            "alg": self.alg,
+            "key_id": self.key_id,
+            "batch_size": self.tree.size(),
+            "log_size": self.log_size,
+            "log_root": self.log_root_hex,
+            "time": self.time,
+            "signature": self.signature_b64,
+        });
+        let mut out = serde_json::to_vec(&shared).expect("a JSON value serialises");
+        out.pop(); // the closing brace: the response's own members follow
+        out
     }
 
     /// Number of responses sealed by this batch.
     pub fn size(&self) -> u64 {
         self.tree.size()
+    }
+
+    /// [`SignedBatch::seal_json`] written as JSON onto `out`, without building a value: the
+    /// members shared by the batch (serialised once), then `leaf_index` and `path`.
+    pub fn write_seal_json(&self, leaf_index: u64, out: &mut Vec<u8>) {
+        let path = self
+            .tree
+            .inclusion_proof(leaf_index, self.tree.size())
+            .expect("leaf_index was assigned from this batch's leaves");
+        out.reserve(self.shared_json.len() + 40 + path.len() * 67);
+        out.extend_from_slice(&self.shared_json);
+        let _ = write!(out, ",\"leaf_index\":{leaf_index},\"path\":[");
+        let mut hex = [0u8; 64];
+        for (i, hash) in path.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            hex::encode_to_slice(hash, &mut hex).expect("64 hex digits for 32 bytes");
+            out.push(b'"');
+            out.extend_from_slice(&hex);
+            out.push(b'"');
+        }
+        out.extend_from_slice(b"]}");
     }
 
     /// The `seal` member for the response at `leaf_index`, with its inclusion path.
@@ -404,5 +451,20 @@ mod tests {
         d["seal"]["type"] = json!("tree");
         let err = seal::verify(&signers[0].verifying_key(), &d).unwrap_err();
         assert!(matches!(err, SealError::WrongType(_)), "{err}");
+    }
+
+    #[test]
+    fn seal_written_as_bytes_is_the_seal_value() {
+        let (_dir, signers) = signers();
+        for n in [1u64, 2, 3, 7, 16] {
+            let leaves = (0..n).map(|i| leaf(40 + i, &[i as u8; 32]));
+            let batch = SignedBatch::sign(leaves, 40 + n, &[9u8; 32], signers[0].as_ref());
+            for i in 0..n {
+                let mut bytes = Vec::new();
+                batch.write_seal_json(i, &mut bytes);
+                let written: Value = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(written, batch.seal_json(i), "n={n} i={i}");
+            }
+        }
     }
 }

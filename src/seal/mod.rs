@@ -447,13 +447,58 @@ pub fn canonical_json(v: &Value) -> Vec<u8> {
     out
 }
 
+/// [`canonical_json`] of a response body, and where its `audit_entry` number goes: the
+/// offset just after the `{` of its `meta` object when it has one, else of the body itself.
+/// `None` when the body is not an object.
+pub fn canonical_response(v: &Value) -> Option<(Vec<u8>, usize)> {
+    let Value::Object(map) = v else {
+        return None;
+    };
+    let mut out = Vec::with_capacity(1024);
+    let mut entry_at = 1;
+    out.push(b'{');
+    for (i, (k, item)) in sorted_members(map, None).into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(k, &mut out);
+        out.push(b':');
+        if k == "meta" && item.is_object() {
+            entry_at = out.len() + 1;
+        }
+        write_canonical(item, None, &mut out);
+    }
+    out.push(b'}');
+    Some((out, entry_at))
+}
+
+/// The members of `map` but `skip`, by the UTF-8 bytes of their names. serde_json's map
+/// already iterates in that order unless its `preserve_order` feature is on; then they are
+/// sorted here.
+fn sorted_members<'a>(
+    map: &'a serde_json::Map<String, Value>,
+    skip: Option<&str>,
+) -> Vec<(&'a String, &'a Value)> {
+    let mut members: Vec<(&String, &Value)> = map
+        .iter()
+        .filter(|(k, _)| Some(k.as_str()) != skip)
+        .collect();
+    if !members.is_sorted_by(|a, b| a.0.as_bytes() <= b.0.as_bytes()) {
+        members.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    }
+    members
+}
+
 /// Writes `v` canonically; at the top level only, skips the member named `skip`.
 fn write_canonical(v: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        // As `Number`'s `Display` prints it, without a String on the way.
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
         Value::String(s) => write_string(s, out),
         Value::Array(items) => {
             out.push(b'[');
@@ -466,13 +511,8 @@ fn write_canonical(v: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
             out.push(b']');
         }
         Value::Object(map) => {
-            let mut members: Vec<(&String, &Value)> = map
-                .iter()
-                .filter(|(k, _)| Some(k.as_str()) != skip)
-                .collect();
-            members.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
             out.push(b'{');
-            for (i, (k, item)) in members.into_iter().enumerate() {
+            for (i, (k, item)) in sorted_members(map, skip).into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
