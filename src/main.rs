@@ -195,7 +195,12 @@ enum ReviewCommand {
     /// Every decision made so far, oldest first.
     Decisions,
     /// Resolve the staged sources again (no pull), applying the decisions.
-    Apply,
+    Apply {
+        /// Resolve every record from scratch, refitting the linking model,
+        /// even where only some changed.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1023,10 +1028,14 @@ fn review_command(s: &Settings, command: &ReviewCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ReviewCommand::Apply => {
+        ReviewCommand::Apply { all } => {
             let catalog = Catalog::load(&s.policies_dir)?;
             let configs = connectors::load_dir(&s.connectors_dir, &catalog)?;
-            let report = pull::resolve(&catalog, &configs, &store)?;
+            let report = if *all {
+                pull::resolve_all(&catalog, &configs, &store)?
+            } else {
+                pull::resolve(&catalog, &configs, &store)?
+            };
             print_resolve_report(&report);
             Ok(())
         }

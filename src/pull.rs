@@ -29,7 +29,7 @@ use crate::connectors::{
 };
 use crate::ingest::link::Model;
 use crate::ingest::resolve::{Finding, StateUse, bucket_of, findings_batch, state_schema};
-use crate::ingest::{Golden, Ingest, QuarantineEntry, SubjectRegistry, quarantine_batch};
+use crate::ingest::{Decision, Golden, Ingest, QuarantineEntry, SubjectRegistry, quarantine_batch};
 use crate::review::load_findings;
 use crate::store::{Manifest, StoreError, TableStore};
 
@@ -491,10 +491,12 @@ pub const RECORDS_TABLE: &str = "resolve.records";
 /// Meta of [`RECORDS_TABLE`]: the number of key buckets, each source's
 /// staged version, and the digest of everything else a resolve reads.
 const META_BUCKETS: &str = "buckets";
-/// Meta of [`RECORDS_TABLE`]: the inputs of the last resolve that wrote
-/// the tables (`inputs` is the last resolve's, which may have found
-/// nothing to write); each table written carries them as its `inputs`.
+/// Meta of [`RECORDS_TABLE`]: the run of the last resolve that wrote the
+/// tables (`inputs` is the last resolve's, which may have found nothing to
+/// write); each table version a resolve writes carries its run as `run`,
+/// so a resolve cut off midway is never taken for a finished one.
 const META_WRITTEN: &str = "written";
+const META_RUN: &str = "run";
 const META_STAGED: &str = "staged";
 const META_CONFIG: &str = "config";
 /// The linking model a full resolve fitted, for incremental resolves to
@@ -530,6 +532,8 @@ fn record_partition(source: &str, record_id: &str, buckets: u32) -> u32 {
 struct Digests {
     config: String,
     inputs: String,
+    /// This resolve: its inputs and when it started (unique per run).
+    run: String,
 }
 
 fn resolve_inputs(
@@ -577,9 +581,12 @@ fn resolve_inputs(
     for (_, m) in staged {
         text.push_str(&format!("\n{}@{}", m.table, m.version));
     }
+    let inputs = digest(&text);
+    let started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     Ok(Digests {
         config,
-        inputs: digest(&text),
+        run: format!("{inputs}@{started}"),
+        inputs,
     })
 }
 
@@ -684,7 +691,15 @@ fn resolve_with(
     } else {
         let incremental = match everything {
             true => None,
-            false => resolve_incremental(catalog, store, &staged, &digests)?,
+            // A damaged resolve state is rebuilt from the staged rows.
+            false => match resolve_incremental(catalog, store, &staged, &digests) {
+                Ok(r) => r,
+                Err(PullError::Store(e @ StoreError::Corrupt { .. })) => {
+                    tracing::warn!(error = %e, "the resolve state cannot be read: resolving every record");
+                    None
+                }
+                Err(e) => return Err(e),
+            },
         };
         match incremental {
             Some(r) => r,
@@ -709,7 +724,7 @@ fn last_resolve(
     let mut current = BTreeMap::new();
     for t in resolved_tables() {
         match store.current(&t)? {
-            Some(m) if m.meta.get(META_INPUTS) == Some(written) => {
+            Some(m) if m.meta.get(META_RUN) == Some(written) => {
                 current.insert(t, m);
             }
             _ => return Ok(None),
@@ -848,9 +863,14 @@ fn resolve_full(
     let buckets = buckets_for(staged.iter().map(|(_, m)| m.rows).sum());
     ingest.resolver_mut(SubjectKind::Person).keep_model();
     let outcome = ingest.finish_with(&mut registry, &decisions, Some(buckets));
-    let inputs = || BTreeMap::from([(META_INPUTS.to_string(), digests.inputs.clone())]);
+    let inputs = || {
+        BTreeMap::from([
+            (META_INPUTS.to_string(), digests.inputs.clone()),
+            (META_RUN.to_string(), digests.run.clone()),
+        ])
+    };
     // The registry first: a crash after it only reserves ids, never reuses one.
-    let subjects = registry.to_partitions(buckets, false);
+    let subjects = registry.to_partitions(buckets);
     let mut manifests = vec![write_table(
         store,
         SUBJECTS_TABLE,
@@ -891,12 +911,19 @@ fn resolve_full(
         findings.extend(g.findings.iter().cloned());
     }
     // Records rejected whole (an organisation without a valid credit code)
-    // sit with the unkeyed ones: a change to them resolves everything.
-    for q in &outcome.quarantine {
-        if q.field.is_empty() && !q.record_id.is_empty() {
-            records.push((q.source.clone(), q.record_id.clone(), buckets));
-        }
-    }
+    // sit with the unkeyed ones.
+    let in_state: HashSet<(&str, &str)> = records
+        .iter()
+        .map(|(s, r, _)| (s.as_str(), r.as_str()))
+        .collect();
+    let rejected: Vec<(String, String, u32)> = outcome
+        .quarantine
+        .iter()
+        .filter(|q| q.field.is_empty() && !q.record_id.is_empty())
+        .filter(|q| !in_state.contains(&(q.source.as_str(), q.record_id.as_str())))
+        .map(|q| (q.source.clone(), q.record_id.clone(), buckets))
+        .collect();
+    records.extend(rejected);
     manifests.push(store.commit_with(
         QUARANTINE_TABLE,
         &[quarantine_batch(&outcome.quarantine)],
@@ -911,7 +938,7 @@ fn resolve_full(
     let probable_links: usize = outcome.goldens.iter().map(|g| g.probable_links).sum();
     let steward_links: usize = outcome.goldens.iter().map(|g| g.steward_links).sum();
     let mut meta = inputs();
-    meta.insert(META_WRITTEN.to_string(), digests.inputs.clone());
+    meta.insert(META_WRITTEN.to_string(), digests.run.clone());
     meta.insert(META_CONFIG.to_string(), digests.config.clone());
     meta.insert(META_BUCKETS.to_string(), buckets.to_string());
     meta.insert(META_STAGED.to_string(), staged_versions(staged));
@@ -995,9 +1022,9 @@ fn write_golden(
 /// buckets they touch (their subjects', and the old subjects' of records
 /// they update) is read back and resolved again; those buckets' golden
 /// rows, state and registry entries are replaced, the rest kept as they
-/// are. Records without a valid identifier are linked by a model fitted
-/// on all subjects, so a change that could alter one of their links (a
-/// new such record, or a subject one edit from one) resolves everything.
+/// are. Records without a valid identifier that are new, or whose subject
+/// or candidates changed, are linked again with the model the last full
+/// resolve stored (their candidates' buckets join the others).
 fn resolve_incremental(
     catalog: &Catalog,
     store: &TableStore,
@@ -1267,6 +1294,27 @@ fn resolve_incremental(
         registry.reserve(kind, next.get(kind.as_str()).copied().unwrap_or(1));
     }
     let part_ids: HashSet<String> = registry.ids().map(str::to_string).collect();
+    // A record a steward linked to a subject that had no records then is
+    // linked again when that subject changes (it may have records now).
+    let changed_ids: HashSet<&str> = affected
+        .iter()
+        .filter_map(|k| registry.id_of(SubjectKind::Person, k))
+        .collect();
+    for (_, _, b) in state.iter().filter(|(_, p, _)| *p == unkeyed) {
+        let cols = StateColumns::of(b)?;
+        for i in (0..b.num_rows()).filter(|&i| cols.key.is_null(i)) {
+            let id = (
+                cols.source.value(i).to_string(),
+                cols.record.value(i).to_string(),
+            );
+            if let Some(Decision::Link(target)) = decisions.records.get(&id)
+                && changed_ids.contains(decisions.resolve_id(target))
+                && !touched.contains(&id)
+            {
+                relink.insert(id);
+            }
+        }
+    }
     if decisions
         .merges
         .iter()
@@ -1308,14 +1356,24 @@ fn resolve_incremental(
             .map_err(corrupt_state(*kind))?;
     }
     let outcome = ingest.finish_with(&mut registry, &decisions, Some(buckets));
-    let inputs = || BTreeMap::from([(META_INPUTS.to_string(), digests.inputs.clone())]);
-    let added = registry.to_partitions(buckets, true);
+    let inputs = || {
+        BTreeMap::from([
+            (META_INPUTS.to_string(), digests.inputs.clone()),
+            (META_RUN.to_string(), digests.run.clone()),
+        ])
+    };
+    // The registry's rewritten buckets, whole (loaded whole above): one
+    // file per bucket however many resolves added keys to it.
+    let entries = registry.to_partitions(buckets);
     let mut manifests = vec![write_table(
         store,
         SUBJECTS_TABLE,
         registry.to_batch().schema(),
-        Some((subjects_m, &HashSet::new())),
-        &added.iter().map(|(p, b)| (Some(*p), b)).collect::<Vec<_>>(),
+        Some((subjects_m, &parts)),
+        &entries
+            .iter()
+            .map(|(p, b)| (Some(*p), b))
+            .collect::<Vec<_>>(),
         registry_meta(&registry, inputs()),
     )?];
     let mut report_subjects = Vec::new();
@@ -1473,7 +1531,8 @@ fn resolve_incremental(
     }
     let mut meta = index.meta.clone();
     meta.insert(META_INPUTS.to_string(), digests.inputs.clone());
-    meta.insert(META_WRITTEN.to_string(), digests.inputs.clone());
+    meta.insert(META_RUN.to_string(), digests.run.clone());
+    meta.insert(META_WRITTEN.to_string(), digests.run.clone());
     meta.insert(META_STAGED.to_string(), staged_versions(staged));
     let batches = records_batches(&records, buckets);
 

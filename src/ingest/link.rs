@@ -288,10 +288,11 @@ impl Model {
             ],
         )
         .expect("columns match the model schema");
+        // Floats as their bits: a stored model scores exactly as it did.
         let params = serde_json::json!({
-            "m": self.m,
-            "u": self.u,
-            "density": self.density,
+            "m": self.m.map(f64::to_bits),
+            "u": self.u.map(f64::to_bits),
+            "density": self.density.to_bits(),
             "true_pairs": self.true_pairs,
             "subjects": self.subjects,
         });
@@ -306,9 +307,9 @@ impl Model {
     ) -> Result<Model, String> {
         #[derive(serde::Deserialize)]
         struct Params {
-            m: [f64; LEVELS],
-            u: [f64; LEVELS],
-            density: f64,
+            m: [u64; LEVELS],
+            u: [u64; LEVELS],
+            density: u64,
             true_pairs: usize,
             subjects: usize,
         }
@@ -338,9 +339,9 @@ impl Model {
             }
         }
         Ok(Model {
-            m: p.m,
-            u: p.u,
-            density: p.density,
+            m: p.m.map(f64::from_bits),
+            u: p.u.map(f64::from_bits),
+            density: f64::from_bits(p.density),
             true_pairs: p.true_pairs,
             subjects: p.subjects,
             key_tf,
@@ -547,5 +548,30 @@ mod tests {
         assert!((m.m[0] - 91.0 / 104.0).abs() < 1e-12);
         assert_eq!(m.density, MIN_DENSITY);
         assert_eq!(m.true_pairs, 100);
+    }
+
+    #[test]
+    fn a_stored_model_scores_exactly_as_the_fitted_one() {
+        let m = model(&[
+            "买买提·艾力",
+            "阿依古丽·吐尔逊",
+            "王建国",
+            "王建国",
+            "李秀英",
+        ]);
+        let (batch, meta) = m.to_store();
+        let back = Model::from_store(&[batch], &meta).expect("reads back");
+        for (record, candidate) in [
+            ("买买提·艾力", "麦麦提·艾力"),
+            ("王建国", "王建国"),
+            ("李秀英", "张伟"),
+        ] {
+            let (r, c) = (NameForms::of(record), NameForms::of(candidate));
+            assert_eq!(m.odds(Some(&r), Some(&c)), back.odds(Some(&r), Some(&c)));
+        }
+        assert_eq!((back.m, back.u, back.density), (m.m, m.u, m.density));
+        let mut bad = meta.clone();
+        bad.insert(MODEL_META.into(), "{}".into());
+        assert!(Model::from_store(&[], &bad).is_err());
     }
 }

@@ -186,11 +186,6 @@ impl<'c> Ingest<'c> {
         }
     }
 
-    /// Whether a record without a valid identifier was added.
-    pub fn has_unkeyed(&self) -> bool {
-        self.resolvers.iter().any(Resolver::has_unkeyed)
-    }
-
     /// The subject keys added so far, with their kind.
     pub fn keys(&self) -> Vec<(SubjectKind, String)> {
         self.resolvers

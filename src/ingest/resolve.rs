@@ -9,7 +9,7 @@
 //! data-quality finding. Subject ids are stable: a key seen before keeps
 //! its id, and a merged id redirects.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, UInt64Array};
@@ -153,8 +153,6 @@ pub struct RecordLink {
 pub struct SubjectRegistry {
     ids: HashMap<(SubjectKind, String), String>,
     next: HashMap<SubjectKind, u64>,
-    /// The keys `id_for` gave a new id, in order.
-    added: Vec<(SubjectKind, String)>,
 }
 
 impl SubjectRegistry {
@@ -176,7 +174,6 @@ impl SubjectRegistry {
         let id = subject_id(kind, *next);
         *next += 1;
         self.ids.insert((kind, key.to_string()), id.clone());
-        self.added.push((kind, key.to_string()));
         (id, true)
     }
 
@@ -195,6 +192,11 @@ impl SubjectRegistry {
     /// Whether `key` of `kind` was ever given an id.
     pub fn contains(&self, kind: SubjectKind, key: &str) -> bool {
         self.ids.contains_key(&(kind, key.to_string()))
+    }
+
+    /// The id of `key` of `kind`, if it was ever given one.
+    pub fn id_of(&self, kind: SubjectKind, key: &str) -> Option<&str> {
+        self.ids.get(&(kind, key.to_string())).map(String::as_str)
     }
 
     /// Keep only the keys in these of `buckets` buckets.
@@ -233,34 +235,20 @@ impl SubjectRegistry {
     }
 
     /// The registry as batches by the bucket of each key, sorted within a
-    /// bucket; with `only_added`, just the keys `id_for` added.
-    pub fn to_partitions(&self, buckets: u32, only_added: bool) -> Vec<(u32, RecordBatch)> {
-        let mut rows: Vec<(u32, &str, &str, &str)> = if only_added {
-            self.added
-                .iter()
-                .map(|(k, key)| {
-                    let id = &self.ids[&(*k, key.clone())];
-                    (
-                        bucket_of(key, buckets),
-                        k.as_str(),
-                        key.as_str(),
-                        id.as_str(),
-                    )
-                })
-                .collect()
-        } else {
-            self.ids
-                .iter()
-                .map(|((k, key), id)| {
-                    (
-                        bucket_of(key, buckets),
-                        k.as_str(),
-                        key.as_str(),
-                        id.as_str(),
-                    )
-                })
-                .collect()
-        };
+    /// bucket.
+    pub fn to_partitions(&self, buckets: u32) -> Vec<(u32, RecordBatch)> {
+        let mut rows: Vec<(u32, &str, &str, &str)> = self
+            .ids
+            .iter()
+            .map(|((k, key), id)| {
+                (
+                    bucket_of(key, buckets),
+                    k.as_str(),
+                    key.as_str(),
+                    id.as_str(),
+                )
+            })
+            .collect();
         rows.sort_unstable();
         rows.chunk_by(|a, b| a.0 == b.0)
             .map(|run| {
@@ -343,9 +331,6 @@ pub struct Golden {
     pub state: Vec<(u32, RecordBatch)>,
     /// With partitions: the subjects (not counting merged keys) per bucket.
     pub bucket_subjects: Vec<u64>,
-    /// With partitions: the buckets holding a subject a steward merged or
-    /// merged into (their rows depend on another bucket's records).
-    pub merge_buckets: BTreeSet<u32>,
 }
 
 impl Golden {
@@ -595,7 +580,8 @@ impl<'c> Resolver<'c> {
 
     /// Whether `a` outranks `b` for field `f`: authority first, then the
     /// later as-of time, then the larger record id (numbers compare as
-    /// numbers: shorter is smaller), a stable tie-break.
+    /// numbers: shorter is smaller), then the source's name: a total order,
+    /// so the winner never depends on the order records were added in.
     fn outranks(&self, f: u16, a: &Cand, b: &Cand) -> bool {
         let authority = &self.fields[f as usize].authority;
         let rank = |c: &Cand| {
@@ -605,6 +591,7 @@ impl<'c> Resolver<'c> {
                 &*r.as_of,
                 r.record.len(),
                 &*r.record,
+                &self.sources[r.source as usize],
             )
         };
         rank(a) > rank(b)
@@ -706,7 +693,11 @@ impl<'c> Resolver<'c> {
                 .filter_map(|k| self.index.get(k.as_str()).map(|&s| alias[s as usize]))
                 .collect::<std::collections::BTreeSet<u32>>()
                 .into_iter()
-                .collect();
+                .collect::<Vec<u32>>();
+            // In key order: candidates that score alike are offered in the
+            // same order however the records were added.
+            let mut candidates = candidates;
+            candidates.sort_unstable_by(|a, b| self.keys[*a as usize].cmp(&self.keys[*b as usize]));
             if candidates.is_empty() {
                 quarantine.push(quarantined(format!(
                     "{}; no subject's ID number is one edit away",
@@ -796,11 +787,6 @@ impl<'c> Resolver<'c> {
     /// The keys of the subjects added so far.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.keys.iter().map(|k| &**k)
-    }
-
-    /// Whether any record without a valid identifier was added.
-    pub fn has_unkeyed(&self) -> bool {
-        !self.unkeyed.is_empty()
     }
 
     /// Fit the linking model in `finish` even when no record needs it, so
@@ -964,14 +950,10 @@ impl<'c> Resolver<'c> {
                 state.push((n, self.state_batch(chunk)));
             }
         }
-        let mut merge_buckets = BTreeSet::new();
         let mut bucket_subjects = vec![0u64; buckets.unwrap_or(0) as usize];
         if buckets.is_some() {
             for (s, &t) in alias.iter().enumerate() {
-                if t as usize != s {
-                    merge_buckets.insert(bucket[s]);
-                    merge_buckets.insert(bucket[t as usize]);
-                } else {
+                if t as usize == s {
                     bucket_subjects[bucket[s] as usize] += 1;
                 }
             }
@@ -1095,7 +1077,6 @@ impl<'c> Resolver<'c> {
             partitions,
             state,
             bucket_subjects,
-            merge_buckets,
         }
     }
 

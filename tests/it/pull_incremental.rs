@@ -410,24 +410,7 @@ fn an_incremental_resolve_rewrites_only_the_touched_buckets_and_matches_a_full_o
         };
         csv.push_str(&format!("{written},M{i:05},2025-06-01,{name}\n"));
     }
-    std::fs::write(s.sources_dir().join("civil.csv"), csv).expect("csv");
-    std::fs::write(
-        s.connectors_dir.join("mzt-civil.toml"),
-        r#"agency = "xj-mzt"
-dataset = "marriage"
-subject_column = "身份证号"
-record_id_column = "登记编号"
-as_of_column = "登记日期"
-
-[columns]
-"姓名" = "population.name"
-
-[source]
-type = "csv"
-path = "sources/civil.csv"
-"#,
-    )
-    .expect("connector file");
+    civil_source(&s, &csv);
     insert(&mut db, &schema.name, 0, 20_000, "2026-01-01 08:00:00");
     let r = pull::run_configured_with(&s, &[], &options(100_000)).expect("first pull");
     assert!(r.touched.is_none(), "the first resolve reads everything");
@@ -492,11 +475,7 @@ path = "sources/civil.csv"
     assert_eq!(names.len(), 20_000 - 1 + 1 + 2);
 
     // Resolving everything from scratch gives the same tables.
-    let catalog = sharebroker::catalog::Catalog::load(&s.policies_dir).expect("catalogue");
-    let configs =
-        sharebroker::connectors::load_dir(&s.connectors_dir, &catalog).expect("connectors");
-    let full = pull::resolve_all(&catalog, &configs, &store).expect("full resolve");
-    assert!(full.touched.is_none());
+    resolve_everything(&s, &store);
     assert_same(&incremental, &resolved(&store));
 
     // A change to the person a record with a mistyped number is linked
@@ -523,7 +502,7 @@ path = "sources/civil.csv"
         format!("{}·改", name(5_000))
     );
     let incremental = resolved(&store);
-    pull::resolve_all(&catalog, &configs, &store).expect("full resolve");
+    resolve_everything(&s, &store);
     assert_same(&incremental, &resolved(&store));
 }
 
@@ -537,4 +516,165 @@ fn assert_same(a: &[(&str, Vec<Vec<String>>)], b: &[(&str, Vec<Vec<String>>)]) {
             "{table}: incremental vs full differ: {diff:?}"
         );
     }
+}
+
+/// The subject id of a person key in the current golden table.
+fn subject_id_of(store: &TableStore, key: &str) -> String {
+    let m = store.current("person").expect("current").expect("person");
+    for b in store.read(&m).expect("read") {
+        let text = |name: &str| {
+            b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .cloned()
+                .expect("a text column")
+        };
+        let (keys, ids) = (text(COL_KEY), text("subject_id"));
+        if let Some(r) = (0..b.num_rows()).find(|&r| keys.value(r) == key) {
+            return ids.value(r).to_string();
+        }
+    }
+    panic!("no golden row for {key}")
+}
+
+/// A CSV source beside the PostgreSQL one.
+fn csv_source(s: &Settings, name: &str, connector: &str, csv: &str) {
+    std::fs::create_dir_all(s.sources_dir()).expect("sources dir");
+    std::fs::write(s.sources_dir().join(format!("{name}.csv")), csv).expect("csv");
+    std::fs::write(s.connectors_dir.join(format!("{name}.toml")), connector).expect("connector");
+}
+
+/// Civil affairs' CSV snapshot (another agency than the PostgreSQL
+/// source's) naming persons by ID number and name.
+fn civil_source(s: &Settings, csv: &str) {
+    csv_source(
+        s,
+        "mzt-civil",
+        r#"agency = "xj-mzt"
+dataset = "marriage"
+subject_column = "身份证号"
+record_id_column = "登记编号"
+as_of_column = "登记日期"
+
+[columns]
+"姓名" = "population.name"
+
+[source]
+type = "csv"
+path = "sources/mzt-civil.csv"
+"#,
+        csv,
+    );
+}
+
+fn resolve_everything(s: &Settings, store: &TableStore) {
+    let catalog = sharebroker::catalog::Catalog::load(&s.policies_dir).expect("catalogue");
+    let configs =
+        sharebroker::connectors::load_dir(&s.connectors_dir, &catalog).expect("connectors");
+    pull::resolve_all(&catalog, &configs, store).expect("full resolve");
+}
+
+#[test]
+fn a_steward_link_to_a_subject_without_records_holds_when_it_has_records_again() {
+    let mut db = client();
+    let schema = Schema::create(&mut db);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = setup(dir.path(), &schema.name);
+    // Person 5's number with two digits changed: no subject is one edit
+    // away, so only a steward can link it.
+    let mut far = id_number(5).into_bytes();
+    for at in [10, 12] {
+        far[at] = if far[at] == b'9' { b'0' } else { far[at] + 1 };
+    }
+    let far = String::from_utf8(far).expect("ascii");
+    civil_source(
+        &s,
+        &format!("身份证号,登记编号,登记日期,姓名\n{far},M00001,2025-06-01,某某\n"),
+    );
+    insert(&mut db, &schema.name, 0, 100, "2026-01-01 08:00:00");
+    pull::run_configured_with(&s, &[], &options(100_000)).expect("pull 1");
+    let store = TableStore::open_local(&s.store_dir()).expect("store");
+    let quarantined = |store: &TableStore| -> Vec<String> {
+        let mut v: Vec<String> = sharebroker::review::load_quarantine(store)
+            .expect("quarantine")
+            .into_iter()
+            .filter(|q| q.record_id == "M00001")
+            .map(|q| q.reason)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(quarantined(&store).len(), 1, "no candidate: quarantined");
+    let person = subject_id_of(&store, &id_number(5));
+    sharebroker::review::decide(&store, "mzt-civil", "M00001", Some(&person), "王芳", "")
+        .expect("decide");
+    pull::run_configured_with(&s, &[], &options(100_000)).expect("pull 2");
+    assert!(quarantined(&store).is_empty(), "the steward's link holds");
+    // Person 5's only record moves to another number: nothing to link to…
+    let move_to = |db: &mut postgres::Client, id: String, at: &str| {
+        db.batch_execute(&format!(
+            "UPDATE {0}.ryjbxx SET gmsfhm = '{id}', gxsj = '{at}' WHERE rybh = 'R0000005'",
+            schema.name
+        ))
+        .expect("update");
+    };
+    move_to(&mut db, id_number(90_000), "2026-02-01 09:00:00");
+    let r = pull::run_configured_with(&s, &[], &options(100_000)).expect("pull 3");
+    assert!(r.touched.is_some(), "incremental");
+    assert_eq!(
+        quarantined(&store).len(),
+        1,
+        "linked to a subject with no records"
+    );
+    // … and back: the steward's link holds again.
+    move_to(&mut db, id_number(5), "2026-03-01 09:00:00");
+    let r = pull::run_configured_with(&s, &[], &options(100_000)).expect("pull 4");
+    assert!(r.touched.is_some(), "incremental");
+    assert!(quarantined(&store).is_empty(), "{:?}", quarantined(&store));
+    let incremental = resolved(&store);
+    resolve_everything(&s, &store);
+    assert_same(&incremental, &resolved(&store));
+}
+
+#[test]
+fn ties_between_sources_are_broken_the_same_way_incrementally() {
+    let mut db = client();
+    let schema = Schema::create(&mut db);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = setup(dir.path(), &schema.name);
+    // A second source of the same agency, with the same record id and
+    // as-of time as person 7's row will have.
+    csv_source(
+        &s,
+        "gat-copy",
+        r#"agency = "xj-gat"
+dataset = "population"
+subject_column = "id"
+record_id_column = "rec"
+as_of_column = "at"
+
+[columns]
+"name" = "population.name"
+
+[source]
+type = "csv"
+path = "sources/gat-copy.csv"
+"#,
+        &format!(
+            "id,rec,at,name\n{},R0000007,2026-02-01 09:00:00,甲乙\n",
+            id_number(7)
+        ),
+    );
+    insert(&mut db, &schema.name, 0, 100, "2026-01-01 08:00:00");
+    pull::run_configured_with(&s, &[], &options(100_000)).expect("pull 1");
+    db.batch_execute(&format!(
+        "UPDATE {0}.ryjbxx SET xm = '丙丁', gxsj = '2026-02-01 09:00:00' WHERE rybh = 'R0000007'",
+        schema.name
+    ))
+    .expect("update");
+    let r = pull::run_configured_with(&s, &[], &options(100_000)).expect("pull 2");
+    assert!(r.touched.is_some(), "incremental");
+    let incremental = golden_names(&s)[&id_number(7)].clone();
+    let store = TableStore::open_local(&s.store_dir()).expect("store");
+    resolve_everything(&s, &store);
+    assert_eq!(incremental, golden_names(&s)[&id_number(7)]);
 }
