@@ -390,7 +390,6 @@ fn an_incremental_resolve_rewrites_only_the_touched_buckets_and_matches_a_full_o
     let s = setup(dir.path(), &schema.name);
     // A second agency's snapshot (a CSV) naming some of the same persons,
     // some differently (findings), and one with a mistyped ID number.
-    std::fs::create_dir_all(s.sources_dir()).expect("sources dir");
     let mut csv = String::from("身份证号,登记编号,登记日期,姓名\n");
     for i in 0..300u32 {
         let written = if i == 299 {
