@@ -444,7 +444,7 @@ struct AuditFilterArgs {
     service_item: Option<String>,
     #[arg(long = "case")]
     case_id: Option<String>,
-    /// allow, deny or error.
+    /// allow, deny or error (requests), or steward (a decision recorded with `sharebroker review`).
     #[arg(long)]
     decision: Option<String>,
     /// From this time (RFC 3339, or a date such as 2026-11-27), UTC.

@@ -9,6 +9,7 @@ mod limits;
 mod metrics;
 pub mod openapi;
 mod routes;
+pub mod stewards;
 pub mod token;
 
 use std::collections::HashMap;
@@ -129,6 +130,8 @@ impl AppState {
                 s.audit_segment_max_bytes,
                 (s.seal_mode == SealMode::Batch).then(|| Arc::clone(&signer)),
             )?),
+            audit_dir: s.audit_dir(),
+            logging_decisions: tokio::sync::Mutex::new(()),
             signer,
             seal_mode: s.seal_mode,
             max_body_bytes: s.max_body_bytes,
@@ -208,6 +211,9 @@ pub struct AppState {
     /// Held across a whole table reload: reloads never overlap.
     reloading_tables: tokio::sync::Mutex<()>,
     pub audit: Arc<AuditLog>,
+    audit_dir: PathBuf,
+    /// Held while steward decisions are logged: never twice at once.
+    logging_decisions: tokio::sync::Mutex<()>,
     pub signer: Arc<dyn Signer>,
     /// Per-response signatures, or one per audit group commit (the audit log then holds
     /// the signer too).
@@ -675,6 +681,10 @@ async fn serve(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await; // the first tick is immediate: tables were just loaded
             loop {
+                // Decisions recorded while the broker was down go first.
+                if let Err(e) = state.log_steward_decisions().await {
+                    tracing::error!(error = %e, "steward decisions not logged; tried again at the next poll");
+                }
                 tick.tick().await;
                 state.reload_tables().await;
             }

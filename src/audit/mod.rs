@@ -130,7 +130,7 @@ pub struct AuditEntry {
     pub fields_withheld: Vec<String>,
     /// Salted subject commitment from [`AuditLog::commit_subject`].
     pub subject_commitment: Option<String>,
-    /// "allow" | "deny" | "error".
+    /// "allow" | "deny" | "error"; "steward" for a steward decision (`api::stewards`).
     pub decision: String,
     /// Stable error or denial code.
     pub code: Option<String>,
@@ -221,7 +221,7 @@ pub struct AuditFilter {
     pub subject_commitment: Option<String>,
     /// Case id.
     pub case_id: Option<String>,
-    /// "allow" | "deny" | "error".
+    /// "allow" | "deny" | "error" | "steward".
     pub decision: Option<String>,
     /// Officer named in the entry.
     pub officer: Option<String>,

@@ -357,3 +357,54 @@ fn staged_versions(s: &sharebroker::config::Settings, source: &str) -> usize {
         .expect("versions")
         .len()
 }
+
+#[tokio::test]
+async fn steward_decisions_reach_the_audit_log_once() {
+    use sharebroker::audit::AuditFilter;
+    let p = prepare();
+    let state = AppState::open(&p.settings).await.expect("state");
+    assert_eq!(state.log_steward_decisions().await.expect("none yet"), 0);
+    // A merge and its split, recorded on the store as `sharebroker review` does.
+    let store = TableStore::open_local(&p.settings.store_dir()).expect("store");
+    let registry = pull::load_registry(&store).expect("registry");
+    let mut persons: Vec<&str> = registry.ids().filter(|id| id.starts_with("P-")).collect();
+    persons.sort_unstable();
+    let (a, b) = (persons[0], persons[1]);
+    sharebroker::review::merge(&store, a, Some(b), "王芳", "one person, two numbers")
+        .expect("merge");
+    sharebroker::review::merge(&store, a, None, "王芳", "two people after all").expect("split");
+    assert_eq!(state.log_steward_decisions().await.expect("logged"), 2);
+    assert_eq!(state.log_steward_decisions().await.expect("again"), 0);
+    let steward = AuditFilter {
+        decision: Some("steward".into()),
+        ..AuditFilter::default()
+    };
+    let entries = state.audit.query(&steward).expect("query");
+    let seen: Vec<String> = entries
+        .iter()
+        .map(|(_, e)| {
+            format!(
+                "{} by {:?}: {:?} ({:?})",
+                e.route, e.officer, e.rule, e.reason
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            format!(
+                "review merge by Some(\"王芳\"): Some(\"merge {a} into {b}\") (Some(\"one person, two numbers\"))"
+            ),
+            format!(
+                "review unmerge by Some(\"王芳\"): Some(\"split {a} off again\") (Some(\"two people after all\"))"
+            ),
+        ]
+    );
+    assert!(entries.iter().all(|(_, e)| e.subject_commitment.is_none()));
+    // A restart logs nothing twice.
+    state.audit.shutdown();
+    drop(state);
+    let state = AppState::open(&p.settings).await.expect("state");
+    assert_eq!(state.log_steward_decisions().await.expect("restart"), 0);
+    assert_eq!(state.audit.query(&steward).expect("query").len(), 2);
+}
