@@ -318,7 +318,9 @@ pub struct Golden {
     /// Records linked by the probabilistic model / by a steward.
     pub probable_links: usize,
     pub steward_links: usize,
-    /// The fitted linking model, when there was anything to link.
+    /// The linking model (fitted, or the one given by
+    /// [`Resolver::use_model`]), when there was anything to link or
+    /// [`Resolver::keep_model`] asked for it.
     pub model: Option<Model>,
     /// With partitions: each golden batch's partition (the bucket of its
     /// subjects' keys); empty otherwise.
