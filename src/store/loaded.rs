@@ -123,18 +123,7 @@ impl<'a> Row<'a> {
         let mut pos = 0;
         while pos < cells.len() {
             at.push(pos as u32);
-            let tag = cells[pos];
-            pos += 1;
-            match tag {
-                INLINE => {
-                    let n = get_varint(cells, &mut pos) as usize;
-                    pos += n;
-                }
-                INTERNED => {
-                    get_varint(cells, &mut pos);
-                }
-                _ => {}
-            }
+            skip_cell(cells, &mut pos);
         }
         Row { table, cells, at }
     }
@@ -143,29 +132,13 @@ impl<'a> Row<'a> {
     pub fn get_at(&self, column: usize) -> Option<&'a str> {
         let mut column = column;
         loop {
-            let mut pos = *self.at.get(column)? as usize;
-            let tag = self.cells[pos];
-            pos += 1;
-            return match tag {
-                NULL => None,
-                INLINE => {
-                    let n = get_varint(self.cells, &mut pos) as usize;
-                    // Every inline value was a `&str` when stored.
-                    std::str::from_utf8(&self.cells[pos..pos + n]).ok()
-                }
-                INTERNED => {
-                    let id = get_varint(self.cells, &mut pos) as usize;
-                    self.table.dictionaries[column]
-                        .as_ref()
-                        .and_then(|d| d.values.get(id))
-                        .map(|v| v.as_ref())
-                }
-                _ => {
-                    // SAME_AS_PREVIOUS: the cell before holds the value.
-                    column = column.checked_sub(1)?;
-                    continue;
-                }
-            };
+            let at = *self.at.get(column)? as usize;
+            if self.cells[at] == SAME_AS_PREVIOUS {
+                // The cell before holds the value.
+                column = column.checked_sub(1)?;
+                continue;
+            }
+            return self.table.cell_value(self.cells, at, column);
         }
     }
 
@@ -460,18 +433,7 @@ impl LoadedTable {
         let mut held = (0usize, 0usize);
         while want < columns.len() && pos < cells.len() {
             let at = pos;
-            let tag = cells[pos];
-            pos += 1;
-            match tag {
-                INLINE => {
-                    let n = get_varint(cells, &mut pos) as usize;
-                    pos += n;
-                }
-                INTERNED => {
-                    get_varint(cells, &mut pos);
-                }
-                _ => {}
-            }
+            let tag = skip_cell(cells, &mut pos);
             if tag != SAME_AS_PREVIOUS {
                 held = (at, col);
             }
@@ -567,6 +529,23 @@ fn advise_huge_pages<T>(v: &Vec<T>) {
             libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
         }
     }
+}
+
+/// Step `pos` over the cell whose tag is at `pos`; the tag.
+fn skip_cell(cells: &[u8], pos: &mut usize) -> u8 {
+    let tag = cells[*pos];
+    *pos += 1;
+    match tag {
+        INLINE => {
+            let n = get_varint(cells, pos) as usize;
+            *pos += n;
+        }
+        INTERNED => {
+            get_varint(cells, pos);
+        }
+        _ => {}
+    }
+    tag
 }
 
 fn cells_of<'a>(data: &'a [u8], starts: &[u64], global: u32) -> &'a [u8] {
