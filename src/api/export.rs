@@ -51,6 +51,7 @@ use serde_json::{Value, json};
 
 use super::routes::{
     ApiError, agency_role, audit_unavailable, blocking, percent_decode, require_agency,
+    unknown_field,
 };
 use super::{AppState, Caller};
 use crate::audit::{AuditEntry, AuditSink};
@@ -361,15 +362,7 @@ pub(super) async fn prepare(
             let mut seen = std::collections::HashSet::new();
             for f in fields {
                 if ds.field(f).is_none() {
-                    return Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "unknown_field",
-                        format!(
-                            "dataset `{}` has no field {}",
-                            ds.id,
-                            crate::policy::shown(f)
-                        ),
-                    ));
+                    return Err(unknown_field(&ds.id, f));
                 }
             }
             fields

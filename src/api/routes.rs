@@ -1101,6 +1101,18 @@ fn field_json(row: &Row<'_>, qualified: &str, access: Access) -> Value {
 /// A refused lookup in its audit entry: the fields withheld and, for a
 /// subject already in the log, its commitment (no salt is created for a
 /// subject nobody was served).
+/// A field the request names that the dataset does not have (422).
+pub(super) fn unknown_field(dataset: &str, field: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown_field",
+        format!(
+            "dataset `{dataset}` has no field {}",
+            crate::policy::shown(field)
+        ),
+    )
+}
+
 pub(super) fn record_refusal(
     state: &AppState,
     entry: &mut AuditEntry,
@@ -1713,17 +1725,7 @@ async fn apply(
     }
     let mut fields = Vec::new();
     for f in &body.fields {
-        let field = ds.field(f).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown_field",
-                format!(
-                    "dataset `{}` has no field {}",
-                    ds.id,
-                    crate::policy::shown(f)
-                ),
-            )
-        })?;
+        let field = ds.field(f).ok_or_else(|| unknown_field(&ds.id, f))?;
         if field.share != crate::catalog::ShareType::Conditional {
             return Err(invalid(format!(
                 "`{}` is not shared conditionally: applications are for 有条件共享 fields only",
