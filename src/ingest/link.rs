@@ -173,7 +173,14 @@ pub fn id_neighbours(digits: &str) -> Vec<String> {
 /// FNV-1a, 64 bits: the same in every build, so a stored model's name
 /// frequencies stay valid.
 pub fn fnv1a(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv1a_extend(FNV_OFFSET, s)
+}
+
+/// FNV-1a's starting value.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of what `h` hashed so far followed by `s`.
+pub fn fnv1a_extend(mut h: u64, s: &str) -> u64 {
     for &b in s.as_bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);

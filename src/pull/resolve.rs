@@ -73,7 +73,22 @@ fn buckets_for(records: u64) -> u32 {
 
 /// The partition of a record in [`RECORDS_TABLE`].
 fn record_partition(source: &str, record_id: &str, buckets: u32) -> u32 {
-    crate::ingest::resolve::bucket_of(&format!("{source}\u{1f}{record_id}"), buckets)
+    use crate::ingest::link::{FNV_OFFSET, fnv1a_extend};
+    // FNV-1a of "source\u{1f}record_id", without building the string.
+    let h = [source, "\u{1f}", record_id]
+        .iter()
+        .fold(FNV_OFFSET, |h, s| fnv1a_extend(h, s));
+    (h % u64::from(buckets.max(1))) as u32
+}
+
+impl Digests {
+    /// The meta every table version this resolve writes carries.
+    fn meta(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (META_INPUTS.to_string(), self.inputs.clone()),
+            (META_RUN.to_string(), self.run.clone()),
+        ])
+    }
 }
 
 /// What a resolve reads, as two digests: `config` covers each source's
@@ -302,15 +317,14 @@ impl PullReport {
     }
 }
 
-/// Write `batches` (each with its partition, if any) as a new version of
-/// `table`: over `base` with `replaced` partitions dropped, or from
-/// nothing.
-fn write_table(
+/// Write `batches`, each in its partition, as a new version of `table`:
+/// over `base` with `replaced` partitions dropped, or from nothing.
+fn write_table<'b>(
     store: &TableStore,
     table: &str,
     schema: SchemaRef,
     base: Option<(&Manifest, &HashSet<u32>)>,
-    batches: &[(Option<u32>, &RecordBatch)],
+    batches: impl IntoIterator<Item = (u32, &'b RecordBatch)>,
     meta: BTreeMap<String, String>,
 ) -> Result<Manifest, StoreError> {
     let mut w = store.writer(table, schema, base.map(|(m, _)| m.version))?;
@@ -318,12 +332,15 @@ fn write_table(
         w.replace_partitions(replaced);
     }
     for (p, b) in batches {
-        if let Some(p) = p {
-            w.partition(*p)?;
-        }
+        w.partition(p)?;
         w.write(b)?;
     }
     w.commit(meta)
+}
+
+/// Partitioned batches as [`write_table`] takes them.
+fn by_partition(batches: &[(u32, RecordBatch)]) -> impl Iterator<Item = (u32, &RecordBatch)> {
+    batches.iter().map(|(p, b)| (*p, b))
 }
 
 fn records_schema() -> SchemaRef {
@@ -413,12 +430,6 @@ fn resolve_full(
     let buckets = buckets_for(staged.iter().map(|(_, m)| m.rows).sum());
     ingest.resolver_mut(SubjectKind::Person).keep_model();
     let outcome = ingest.finish_with(&mut registry, &decisions, Some(buckets));
-    let inputs = || {
-        BTreeMap::from([
-            (META_INPUTS.to_string(), digests.inputs.clone()),
-            (META_RUN.to_string(), digests.run.clone()),
-        ])
-    };
     // The registry first: a crash after it only reserves ids, never reuses one.
     let subjects = registry.to_partitions(buckets);
     let mut manifests = vec![write_table(
@@ -426,17 +437,14 @@ fn resolve_full(
         SUBJECTS_TABLE,
         registry.to_batch().schema(),
         None,
-        &subjects
-            .iter()
-            .map(|(p, b)| (Some(*p), b))
-            .collect::<Vec<_>>(),
-        registry_meta(&registry, inputs()),
+        by_partition(&subjects),
+        registry_meta(&registry, digests.meta()),
     )?];
     let mut report_subjects = Vec::new();
     let mut findings = Vec::new();
     let mut records = Vec::new();
     for g in &outcome.goldens {
-        let mut meta = inputs();
+        let mut meta = digests.meta();
         meta.insert(
             META_SUBJECTS.to_string(),
             serde_json::to_string(&g.bucket_subjects).expect("numbers serialise"),
@@ -447,11 +455,8 @@ fn resolve_full(
             &state_table(g.kind),
             state_schema(&fields_of(catalog, g.kind)),
             None,
-            &g.state
-                .iter()
-                .map(|(p, b)| (Some(*p), b))
-                .collect::<Vec<_>>(),
-            inputs(),
+            by_partition(&g.state),
+            digests.meta(),
         )?);
         state_records(&g.state, &mut records).map_err(|reason| StoreError::Corrupt {
             path: state_table(g.kind),
@@ -477,17 +482,21 @@ fn resolve_full(
     manifests.push(store.commit_with(
         QUARANTINE_TABLE,
         &[quarantine_batch(&outcome.quarantine)],
-        inputs(),
+        digests.meta(),
     )?);
-    manifests.push(store.commit_with(FINDINGS_TABLE, &[findings_batch(&findings)], inputs())?);
+    manifests.push(store.commit_with(
+        FINDINGS_TABLE,
+        &[findings_batch(&findings)],
+        digests.meta(),
+    )?);
     manifests.push(store.commit_with(
         crate::review::REVIEW_TABLE,
         &[crate::review::review_batch(&outcome.review)],
-        inputs(),
+        digests.meta(),
     )?);
     let probable_links: usize = outcome.goldens.iter().map(|g| g.probable_links).sum();
     let steward_links: usize = outcome.goldens.iter().map(|g| g.steward_links).sum();
-    let mut meta = inputs();
+    let mut meta = digests.meta();
     meta.insert(META_WRITTEN.to_string(), digests.run.clone());
     meta.insert(META_CONFIG.to_string(), digests.config.clone());
     meta.insert(META_BUCKETS.to_string(), buckets.to_string());
@@ -504,7 +513,7 @@ fn resolve_full(
         RECORDS_TABLE,
         records_schema(),
         None,
-        &index.iter().map(|(p, b)| (Some(*p), b)).collect::<Vec<_>>(),
+        by_partition(&index),
         meta,
     )?);
     Ok(PullReport {
@@ -554,14 +563,9 @@ fn write_golden(
 ) -> Result<Manifest, StoreError> {
     // No subject, no file: a version with none still gets an empty one
     // from the writer if it would have no file at all.
-    let batches: Vec<(Option<u32>, &RecordBatch)> = g
-        .batches
-        .iter()
-        .zip(&g.partitions)
-        .map(|(b, p)| (Some(*p), b))
-        .collect();
+    let batches = g.partitions.iter().copied().zip(&g.batches);
     let schema = g.batches[0].schema();
-    write_table(store, Golden::table(g.kind), schema, base, &batches, meta)
+    write_table(store, Golden::table(g.kind), schema, base, batches, meta)
 }
 
 /// Resolve again only what the new staged rows touch, or say why not
@@ -660,7 +664,7 @@ fn resolve_incremental(
             RECORDS_TABLE,
             records_schema(),
             Some((&index, &HashSet::new())),
-            &[],
+            [],
             meta,
         )?;
         tracing::info!(
@@ -906,12 +910,6 @@ fn resolve_incremental(
             .map_err(corrupt_state(*kind))?;
     }
     let outcome = ingest.finish_with(&mut registry, &decisions, Some(buckets));
-    let inputs = || {
-        BTreeMap::from([
-            (META_INPUTS.to_string(), digests.inputs.clone()),
-            (META_RUN.to_string(), digests.run.clone()),
-        ])
-    };
     // The registry's rewritten buckets, whole (loaded whole above): one
     // file per bucket however many resolves added keys to it.
     let entries = registry.to_partitions(buckets);
@@ -920,11 +918,8 @@ fn resolve_incremental(
         SUBJECTS_TABLE,
         registry.to_batch().schema(),
         Some((subjects_m, &parts)),
-        &entries
-            .iter()
-            .map(|(p, b)| (Some(*p), b))
-            .collect::<Vec<_>>(),
-        registry_meta(&registry, inputs()),
+        by_partition(&entries),
+        registry_meta(&registry, digests.meta()),
     )?];
     let mut report_subjects = Vec::new();
     let mut findings = Vec::new();
@@ -1001,7 +996,7 @@ fn resolve_incremental(
         for &p in &parts {
             counts[p as usize] = g.bucket_subjects[p as usize];
         }
-        let mut meta = inputs();
+        let mut meta = digests.meta();
         meta.insert(
             META_SUBJECTS.to_string(),
             serde_json::to_string(&counts).expect("numbers serialise"),
@@ -1012,12 +1007,8 @@ fn resolve_incremental(
             &state_table(g.kind),
             state_schema(&fields_of(catalog, g.kind)),
             Some((&current[&state_table(g.kind)], &replaced)),
-            &g.state
-                .iter()
-                .map(|(p, b)| (Some(*p), b))
-                .chain(kept_u.iter().map(|b| (Some(unkeyed), b)))
-                .collect::<Vec<_>>(),
-            inputs(),
+            by_partition(&g.state).chain(kept_u.iter().map(|b| (unkeyed, b))),
+            digests.meta(),
         )?);
         let mut rows = Vec::new();
         state_records(&g.state, &mut rows).map_err(corrupt_state(g.kind))?;
@@ -1046,12 +1037,12 @@ fn resolve_incremental(
     manifests.push(store.commit_with(
         QUARANTINE_TABLE,
         &[quarantine_batch(&quarantine)],
-        inputs(),
+        digests.meta(),
     )?);
     manifests.push(store.commit_with(
         FINDINGS_TABLE,
         &[findings_batch(&all_findings)],
-        inputs(),
+        digests.meta(),
     )?);
     let mut review: Vec<crate::ingest::ReviewItem> = crate::review::load_review(store)?
         .into_iter()
@@ -1064,7 +1055,7 @@ fn resolve_incremental(
     manifests.push(store.commit_with(
         crate::review::REVIEW_TABLE,
         &[crate::review::review_batch(&review)],
-        inputs(),
+        digests.meta(),
     )?);
     // The index: the touched records where they are now (a record
     // rejected whole sits with the unkeyed ones).
@@ -1091,10 +1082,7 @@ fn resolve_incremental(
         RECORDS_TABLE,
         records_schema(),
         Some((&index, &index_parts)),
-        &batches
-            .iter()
-            .map(|(p, b)| (Some(*p), b))
-            .collect::<Vec<_>>(),
+        by_partition(&batches),
         meta,
     )?);
     Ok(Some(PullReport {
@@ -1160,5 +1148,29 @@ impl<'a> StateColumns<'a> {
             key: col(COL_KEY)?,
             written: col(STATE_WRITTEN_ID)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_counts_are_powers_of_two_within_bounds() {
+        assert_eq!(buckets_for(0), 1);
+        assert_eq!(buckets_for(5_000), 2);
+        assert_eq!(buckets_for(1_017_012), 512);
+        assert_eq!(buckets_for(u64::MAX), MAX_BUCKETS as u32);
+    }
+
+    #[test]
+    fn a_record_partition_hashes_source_and_record_id_as_one_string() {
+        // Stored indexes were written with the joined string's hash.
+        for (s, r) in [("pg-population", "R0000001"), ("", ""), ("甲", "乙")] {
+            assert_eq!(
+                record_partition(s, r, 512),
+                bucket_of(&format!("{s}\u{1f}{r}"), 512)
+            );
+        }
     }
 }
