@@ -1474,23 +1474,28 @@ mod tests {
         let cat = catalog();
         let name = cat.field("population.name").expect("field").1;
         let status = cat.field("marriage.marital_status").expect("field").1;
-        let mut r = Resolver::new(&cat, SubjectKind::Person);
         let ids = [
             "650102198506150010",
             "11010519491231002X",
             "650102199001010011",
         ];
         let names = ["买买提·艾力", "张三", "阿依古丽·吐尔逊"];
-        for (i, (id, n)) in ids.iter().zip(names).enumerate() {
-            r.add(
-                id,
-                "gat",
-                "xj-gat",
-                &format!("GA{i}"),
-                "2020-01-01 00:00:00",
-                &[(name, n.into(), n)],
-            );
-        }
+        // The registry's three persons, in a fresh resolver.
+        let registered = || {
+            let mut r = Resolver::new(&cat, SubjectKind::Person);
+            for (i, (id, n)) in ids.iter().zip(names).enumerate() {
+                r.add(
+                    id,
+                    "gat",
+                    "xj-gat",
+                    &format!("GA{i}"),
+                    "2020-01-01 00:00:00",
+                    &[(name, n.into(), n)],
+                );
+            }
+            r
+        };
+        let mut r = registered();
         let unkeyed = |r: &mut Resolver, rec: &str, written: &str, n: &str| {
             r.add_unkeyed(
                 "mzt",
@@ -1550,17 +1555,7 @@ mod tests {
         );
 
         // The steward links MZ2 and rejects MZ1: a split.
-        let mut r = Resolver::new(&cat, SubjectKind::Person);
-        for (i, (id, n)) in ids.iter().zip(names).enumerate() {
-            r.add(
-                id,
-                "gat",
-                "xj-gat",
-                &format!("GA{i}"),
-                "2020-01-01 00:00:00",
-                &[(name, n.into(), n)],
-            );
-        }
+        let mut r = registered();
         unkeyed(&mut r, "MZ1", &typo(ids[0]), "买买提.艾力");
         unkeyed(&mut r, "MZ2", &typo(ids[1]), "李四");
         let mut registry = SubjectRegistry::default();
