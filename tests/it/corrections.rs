@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use sharebroker::api::{self, AppState, client};
+use sharebroker::api::{AppState, client};
 use sharebroker::audit::AuditFilter;
 use sharebroker::config::Settings;
 use sharebroker::pki::PkiPaths;
@@ -30,20 +30,8 @@ struct Running {
 
 async fn start(settings: &Settings) -> Running {
     let state = Arc::new(AppState::open(settings).await.expect("state"));
-    let tls = api::tls_config_from(settings).expect("tls");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = state.clone();
-    let server = tokio::spawn(async move {
-        api::run(listener, tls, serving, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("server");
-    });
+    let crate::fixture::Served { addr, stop, server } =
+        crate::fixture::serve_tls(settings, state.clone()).await;
     Running {
         state,
         addr,

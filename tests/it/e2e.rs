@@ -79,19 +79,8 @@ async fn start_with(tweak: impl FnOnce(Settings) -> Settings) -> Broker {
     let state = Arc::new(AppState::open(&settings).await.expect("state"));
     let audit = state.audit.clone();
     let signer_public = state.signer.verifying_key();
-    let tls = api::tls_config_from(&settings).expect("tls");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        api::run(listener, tls, state, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("server");
-    });
+    let crate::fixture::Served { addr, stop, server } =
+        crate::fixture::serve_tls(&settings, state).await;
     Broker {
         addr,
         pki: settings.pki_dir(),

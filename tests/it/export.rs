@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 use sharebroker::api::export::{self, SEAL_TRAILER};
-use sharebroker::api::{self, AppState, client};
+use sharebroker::api::{AppState, client};
 use sharebroker::audit::{AuditFilter, AuditLog};
 use sharebroker::catalog::{MaskKind, SubjectKind};
 use sharebroker::ingest::{COL_KEY, Golden};
@@ -44,19 +44,8 @@ async fn start() -> Broker {
     } = prepare();
     let state = Arc::new(AppState::open(&settings).await.expect("state"));
     let (audit, public) = (state.audit.clone(), state.signer.verifying_key());
-    let tls = api::tls_config_from(&settings).expect("tls");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        api::run(listener, tls, state, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("server");
-    });
+    let crate::fixture::Served { addr, stop, server } =
+        crate::fixture::serve_tls(&settings, state).await;
     Broker {
         addr,
         pki: settings.pki_dir(),

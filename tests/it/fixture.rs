@@ -128,3 +128,31 @@ pub fn check_openapi(
         panic!("response headers do not match the OpenAPI document: {e}");
     }
 }
+
+/// A broker serving `state` over mutual TLS on an ephemeral loopback port
+/// until `stop` is sent.
+pub struct Served {
+    pub addr: std::net::SocketAddr,
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub server: tokio::task::JoinHandle<()>,
+}
+
+pub async fn serve_tls(
+    settings: &Settings,
+    state: std::sync::Arc<sharebroker::api::AppState>,
+) -> Served {
+    let tls = sharebroker::api::tls_config_from(settings).expect("tls");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        sharebroker::api::run(listener, tls, state, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("server");
+    });
+    Served { addr, stop, server }
+}
