@@ -614,45 +614,10 @@ fn resolve_incremental(
         .get(META_STAGED)
         .and_then(|s| serde_json::from_str(s).ok())
         .ok_or_else(|| parse_err(META_STAGED))?;
-    if before
-        .keys()
-        .any(|name| !staged.iter().any(|(c, _)| &c.spec.name == name))
-    {
-        return full("a source is no longer staged");
-    }
-    // Each changed source's new rows: the files added since.
-    let mut deltas = Vec::new();
-    for (config, m) in staged {
-        let name = &config.spec.name;
-        let added = match before.get(name) {
-            Some(&v) if v == m.version => continue,
-            Some(&v) => {
-                let Ok(old) = store.manifest(&m.table, v) else {
-                    return full("the staged version last resolved is gone");
-                };
-                // A snapshot pulled again with the same rows.
-                let content = |m: &Manifest| -> Vec<(String, u64)> {
-                    m.files.iter().map(|f| (f.sha256.clone(), f.rows)).collect()
-                };
-                if content(m) == content(&old) {
-                    continue;
-                }
-                if m.meta.get(META_MODE).map(String::as_str) != Some("incremental")
-                    || !m.files.starts_with(&old.files)
-                {
-                    return full("a source was pulled whole again");
-                }
-                m.files[old.files.len()..].to_vec()
-            }
-            None => m.files.clone(),
-        };
-        let delta = Manifest {
-            rows: added.iter().map(|f| f.rows).sum(),
-            files: added,
-            ..m.clone()
-        };
-        deltas.push((*config, delta));
-    }
+    let deltas = match staged_deltas(store, staged, &before) {
+        Ok(d) => d,
+        Err(why) => return full(why),
+    };
     if deltas.is_empty() {
         // Snapshots pulled again with the same rows: nothing to resolve;
         // the index records the staged versions they now are.
@@ -721,18 +686,12 @@ fn resolve_incremental(
     // The state of those buckets, and of the records without a valid
     // identifier (few).
     let mut state: Vec<(SubjectKind, u32, RecordBatch)> = Vec::new();
-    for kind in [SubjectKind::Person, SubjectKind::Organisation] {
-        let m = &current[&state_table(kind)];
-        for f in m.files.iter() {
-            let Some(p) = f.partition.filter(|p| *p == unkeyed || parts.contains(p)) else {
-                continue;
-            };
-            store.read_each_where(m, &|e| e.path == f.path, &mut |b| {
-                state.push((kind, p, b));
-                Ok(())
-            })?;
-        }
-    }
+    read_state(
+        store,
+        &current,
+        &|p| p == unkeyed || parts.contains(&p),
+        &mut state,
+    )?;
     // The subjects whose records changed: the new rows' keys, and the keys
     // the touched records belonged to before.
     // (A changed record that was linked without a valid identifier leaves
@@ -822,18 +781,7 @@ fn resolve_incremental(
         .map(|k| bucket_of(k, buckets))
         .filter(|p| !parts.contains(p))
         .collect();
-    for kind in [SubjectKind::Person, SubjectKind::Organisation] {
-        let m = &current[&state_table(kind)];
-        for f in m.files.iter() {
-            let Some(p) = f.partition.filter(|p| more.contains(p)) else {
-                continue;
-            };
-            store.read_each_where(m, &|e| e.path == f.path, &mut |b| {
-                state.push((kind, p, b));
-                Ok(())
-            })?;
-        }
-    }
+    read_state(store, &current, &|p| more.contains(&p), &mut state)?;
     parts.extend(more);
     registry.retain_buckets(buckets, &parts);
     let next: BTreeMap<String, u64> = subjects_m
@@ -1103,6 +1051,77 @@ fn resolve_incremental(
         manifests,
         elapsed: Duration::ZERO,
     }))
+}
+
+/// Each changed source's new rows since the versions `before` names: the
+/// files added since, as a manifest of their own; or why an incremental
+/// resolve cannot be done.
+fn staged_deltas<'c>(
+    store: &TableStore,
+    staged: &[(&'c ConnectorConfig, Manifest)],
+    before: &BTreeMap<String, u64>,
+) -> Result<Vec<(&'c ConnectorConfig, Manifest)>, &'static str> {
+    if before
+        .keys()
+        .any(|name| !staged.iter().any(|(c, _)| &c.spec.name == name))
+    {
+        return Err("a source is no longer staged");
+    }
+    let mut deltas = Vec::new();
+    for (config, m) in staged {
+        let added = match before.get(&config.spec.name) {
+            Some(&v) if v == m.version => continue,
+            Some(&v) => {
+                let Ok(old) = store.manifest(&m.table, v) else {
+                    return Err("the staged version last resolved is gone");
+                };
+                // A snapshot pulled again with the same rows.
+                let content = |m: &Manifest| -> Vec<(String, u64)> {
+                    m.files.iter().map(|f| (f.sha256.clone(), f.rows)).collect()
+                };
+                if content(m) == content(&old) {
+                    continue;
+                }
+                if m.meta.get(META_MODE).map(String::as_str) != Some("incremental")
+                    || !m.files.starts_with(&old.files)
+                {
+                    return Err("a source was pulled whole again");
+                }
+                m.files[old.files.len()..].to_vec()
+            }
+            None => m.files.clone(),
+        };
+        let delta = Manifest {
+            rows: added.iter().map(|f| f.rows).sum(),
+            files: added,
+            ..m.clone()
+        };
+        deltas.push((*config, delta));
+    }
+    Ok(deltas)
+}
+
+/// The resolve state of both kinds in the partitions `wanted` picks, each
+/// batch with its kind and partition.
+fn read_state(
+    store: &TableStore,
+    current: &BTreeMap<String, Manifest>,
+    wanted: &dyn Fn(u32) -> bool,
+    out: &mut Vec<(SubjectKind, u32, RecordBatch)>,
+) -> Result<(), StoreError> {
+    for kind in [SubjectKind::Person, SubjectKind::Organisation] {
+        let m = &current[&state_table(kind)];
+        for f in &m.files {
+            let Some(p) = f.partition.filter(|&p| wanted(p)) else {
+                continue;
+            };
+            store.read_each_where(m, &|e| e.path == f.path, &mut |b| {
+                out.push((kind, p, b));
+                Ok(())
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The model the last full resolve stored, if it stored one.
