@@ -39,7 +39,9 @@
 //!
 //! `BROKER_BIN=path` serves with another build of `sharebroker` (before /
 //! after a change). `PERF_OUT=/tmp/broker.perf` records the broker with `perf record -g`
-//! over the measured window (the profiler's own cost is then in the figures).
+//! over the measured window (the profiler's own cost is then in the figures);
+//! with `PERF_CALLGRAPH=dwarf` it records DWARF call stacks instead, which
+//! attribute time to callers in a release build (no frame pointers).
 //! `CALLGRIND=1` runs the broker under `valgrind --tool=callgrind` with
 //! instrumentation switched on only for the measured window, and prints the
 //! broker's instructions per request: a count that other load on the machine
@@ -966,10 +968,16 @@ async fn run_broker(settings: &Settings, o: &Opts, sample: &[String]) -> Figures
     let (cpu0, self0, m0) = (cpu_seconds_of(&pid), cpu_seconds(), machine_ticks());
     let commits0 = probe.group_commits().await;
     // PERF_OUT=file: profile the broker over the measured window.
+    // PERF_CALLGRAPH=dwarf: call stacks from DWARF (release builds keep no
+    // frame pointers, so `-g` attributes little beyond the leaf function).
     let perf = std::env::var("PERF_OUT").ok().map(|out| {
+        let graph = match std::env::var("PERF_CALLGRAPH").as_deref() {
+            Ok("dwarf") => "--call-graph=dwarf,32768",
+            _ => "--call-graph=fp",
+        };
         Command::new("perf")
             .args([
-                "record", "-F", "999", "-g", "-o", &out, "-p", &pid, "--", "sleep",
+                "record", "-F", "499", graph, "-o", &out, "-p", &pid, "--", "sleep",
             ])
             .arg(o.seconds.to_string())
             .stdout(Stdio::null())
