@@ -19,8 +19,9 @@
 //! bitmap over the loaded table: exact row count, bounded memory), the audit
 //! entry appended and fsync'd, and only then the response head and the first
 //! batch leave. Batches are built from the loaded table (the same version
-//! lookups serve, held for the whole export), masked cell by cell, encoded
-//! and sent through a bounded queue, so memory stays at a few batches
+//! lookups serve, held for the whole export), masked cell by cell, on a
+//! few builder threads at once, then encoded in row order and sent through
+//! a bounded queue, so memory stays at a few batches
 //! whatever the table's size; a client that stops reading stalls the
 //! producer, and one that goes away (or stalls past the request timeout)
 //! ends it.
@@ -672,67 +673,139 @@ fn access_name(a: Access) -> &'static str {
     }
 }
 
-/// Build the export's record batches, one at a time, and hand each to `each`.
+/// Threads building one export's batches, while the producer thread encodes
+/// and sends them in order: building (reading, masking) is most of an
+/// export's work, and the connection and the client need cores too.
+fn batch_builders() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
+}
+
+/// The export's batches as runs of words of the row bitmap, each holding
+/// about [`BATCH_ROWS`] selected rows, with their row counts.
+fn batch_ranges(selected: &[u64]) -> Vec<(std::ops::Range<usize>, usize)> {
+    let mut ranges = Vec::new();
+    let (mut start, mut rows) = (0, 0);
+    for (w, word) in selected.iter().enumerate() {
+        rows += word.count_ones() as usize;
+        if rows >= BATCH_ROWS {
+            ranges.push((start..w + 1, rows));
+            (start, rows) = (w + 1, 0);
+        }
+    }
+    if rows > 0 {
+        ranges.push((start..selected.len(), rows));
+    }
+    ranges
+}
+
+/// What building a batch needs beyond the export: the columns to read
+/// (ascending), each output column's place among them, and its mask.
+struct BatchPlan {
+    positions: Vec<usize>,
+    index: Vec<usize>,
+    masks: Vec<Option<MaskKind>>,
+}
+
+impl BatchPlan {
+    fn new(p: &Prepared) -> BatchPlan {
+        let (positions, index) = read_plan(&p.columns, None);
+        let masks = p
+            .columns
+            .iter()
+            .map(|c| match c.access {
+                Access::Clear => None,
+                Access::Masked(kind) => Some(kind),
+            })
+            .collect();
+        BatchPlan {
+            positions,
+            index,
+            masks,
+        }
+    }
+
+    /// The batch of the selected rows in `words` of the bitmap (`rows` of them).
+    fn build(
+        &self,
+        p: &Prepared,
+        schema: &SchemaRef,
+        words: std::ops::Range<usize>,
+        rows: usize,
+    ) -> Result<RecordBatch, ExportError> {
+        let mut cells = vec![None; self.positions.len()];
+        let mut masked = String::new();
+        let mut builders: Vec<StringBuilder> = (0..p.columns.len())
+            .map(|_| StringBuilder::with_capacity(rows, rows * 24))
+            .collect();
+        for w in words {
+            let mut bits = p.selected[w];
+            while bits != 0 {
+                let r = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                p.table.cells_into(r, &self.positions, &mut cells);
+                for (c, b) in builders.iter_mut().enumerate() {
+                    match (cells[self.index[c]], self.masks[c]) {
+                        (None, _) => b.append_null(),
+                        (Some(v), None) => b.append_value(v),
+                        (Some(v), Some(kind)) => {
+                            masked.clear();
+                            mask_into(kind, v, &mut masked);
+                            b.append_value(&masked);
+                        }
+                    }
+                }
+            }
+        }
+        let arrays: Vec<ArrayRef> = builders
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
+        RecordBatch::try_new(schema.clone(), arrays).map_err(|e| ExportError::Encode(e.to_string()))
+    }
+}
+
+/// Build the export's record batches and hand each to `each`, in row
+/// order. With more than one builder, builder `t` builds batches `t`,
+/// `t + n`, … ahead of `each`, one batch queued each; when `each` fails the
+/// queues close and the builders stop at their next batch.
 fn batches(
     p: &Prepared,
     schema: &SchemaRef,
     each: &mut dyn FnMut(RecordBatch) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
-    let (positions, index) = read_plan(&p.columns, None);
-    let masks: Vec<Option<MaskKind>> = p
-        .columns
-        .iter()
-        .map(|c| match c.access {
-            Access::Clear => None,
-            Access::Masked(kind) => Some(kind),
-        })
-        .collect();
-    let mut cells = vec![None; positions.len()];
-    let mut masked = String::new();
-    let new_builders = || -> Vec<StringBuilder> {
-        (0..p.columns.len())
-            .map(|_| StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 24))
-            .collect()
-    };
-    let mut builders = new_builders();
-    let mut in_batch = 0;
-    let mut flush = |builders: &mut Vec<StringBuilder>| -> Result<(), ExportError> {
-        let arrays: Vec<ArrayRef> = builders
-            .iter_mut()
-            .map(|b| Arc::new(b.finish()) as ArrayRef)
-            .collect();
-        let batch = RecordBatch::try_new(schema.clone(), arrays)
-            .map_err(|e| ExportError::Encode(e.to_string()))?;
-        each(batch)
-    };
-    for (w, word) in p.selected.iter().enumerate() {
-        let mut bits = *word;
-        while bits != 0 {
-            let r = w * 64 + bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            p.table.cells_into(r, &positions, &mut cells);
-            for (c, b) in builders.iter_mut().enumerate() {
-                match (cells[index[c]], masks[c]) {
-                    (None, _) => b.append_null(),
-                    (Some(v), None) => b.append_value(v),
-                    (Some(v), Some(kind)) => {
-                        masked.clear();
-                        mask_into(kind, v, &mut masked);
-                        b.append_value(&masked);
-                    }
-                }
-            }
-            in_batch += 1;
-            if in_batch == BATCH_ROWS {
-                flush(&mut builders)?;
-                in_batch = 0;
-            }
+    let plan = BatchPlan::new(p);
+    let ranges = batch_ranges(&p.selected);
+    let n = batch_builders().min(ranges.len());
+    if n <= 1 {
+        for (words, rows) in ranges {
+            each(plan.build(p, schema, words, rows)?)?;
         }
+        return Ok(());
     }
-    if in_batch > 0 {
-        flush(&mut builders)?;
-    }
-    Ok(())
+    std::thread::scope(|scope| {
+        let queues: Vec<_> = (0..n)
+            .map(|t| {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                let (plan, ranges) = (&plan, &ranges);
+                scope.spawn(move || {
+                    for (words, rows) in ranges.iter().skip(t).step_by(n) {
+                        let batch = plan.build(p, schema, words.clone(), *rows);
+                        if tx.send(batch).is_err() {
+                            return;
+                        }
+                    }
+                });
+                rx
+            })
+            .collect();
+        for k in 0..ranges.len() {
+            let batch = queues[k % n].recv().map_err(|_| {
+                ExportError::Encode("a batch builder stopped before its last batch".into())
+            })??;
+            each(batch)?;
+        }
+        Ok(())
+    })
 }
 
 /// Encode every batch into `w` in the export's format; the writer back.
@@ -1103,6 +1176,136 @@ mod tests {
         assert!(text.is_ascii(), "{text}");
         assert!(HeaderValue::from_str(&text).is_ok());
         assert_eq!(serde_json::from_str::<Value>(&text).expect("json"), v);
+    }
+
+    #[test]
+    fn batches_cover_every_selected_row_once_in_runs_of_about_batch_rows() {
+        // 10 full words, a sparse stretch, an empty tail.
+        let mut selected = vec![u64::MAX; BATCH_ROWS / 64 * 2 + 10];
+        selected.extend((0..5000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        selected.extend([0; 7]);
+        let ranges = batch_ranges(&selected);
+        let mut next_word = 0;
+        for (i, (words, rows)) in ranges.iter().enumerate() {
+            assert_eq!(
+                words.start, next_word,
+                "batch {i} starts where the last ended"
+            );
+            next_word = words.end;
+            let counted: usize = selected[words.clone()]
+                .iter()
+                .map(|w| w.count_ones() as usize)
+                .sum();
+            assert_eq!(counted, *rows, "batch {i}");
+            if i + 1 < ranges.len() {
+                assert!(
+                    (BATCH_ROWS..BATCH_ROWS + 64).contains(rows),
+                    "batch {i}: {rows}"
+                );
+            }
+        }
+        assert_eq!(next_word, selected.len(), "every word is in a batch");
+        assert!(batch_ranges(&[0, 0]).is_empty(), "no rows, no batch");
+    }
+
+    #[test]
+    fn batches_built_in_parallel_arrive_in_row_order_masked_and_stop_when_told() {
+        use arrow_array::{Array, StringArray};
+        let n = BATCH_ROWS * 3 + 100;
+        let keys: Vec<String> = (0..n).map(|i| format!("k{i:06}")).collect();
+        let ids: Vec<String> = (0..n).map(|i| format!("6501021985{i:08}")).collect();
+        let schema = Arc::new(Schema::new(vec![
+            ArrowField::new("key", DataType::Utf8, true),
+            ArrowField::new("d.id", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(&keys)) as ArrayRef,
+                Arc::new(StringArray::from_iter_values(&ids)) as ArrayRef,
+            ],
+        )
+        .expect("batch");
+        let manifest = crate::store::Manifest {
+            table: "t".into(),
+            version: 1,
+            created_at: "2026-11-27T00:00:00.000Z".into(),
+            rows: n as u64,
+            columns: vec![],
+            files: vec![],
+            meta: Default::default(),
+        };
+        let table = Arc::new(LoadedTable::new(manifest, vec![batch], "key").expect("table"));
+        // Every row but each seventh.
+        let mut selected = vec![0u64; n.div_ceil(64)];
+        for r in (0..n).filter(|r| r % 7 != 3) {
+            selected[r / 64] |= 1 << (r % 64);
+        }
+        let p = Prepared {
+            table,
+            dataset: "d".into(),
+            format: Format::Arrow,
+            columns: vec![
+                OutColumn {
+                    name: "key".into(),
+                    position: 0,
+                    access: Access::Clear,
+                },
+                OutColumn {
+                    name: "id".into(),
+                    position: 1,
+                    access: Access::Masked(MaskKind::IdNumber),
+                },
+            ],
+            withheld: vec![],
+            rows: selected.iter().map(|w| u64::from(w.count_ones())).sum(),
+            selected,
+            grant: "g".into(),
+            purpose: "p".into(),
+            agency: "a".into(),
+            area_prefix: None,
+            policy_version: "v".into(),
+        };
+        let schema = export_schema(&p, 1);
+        let mut got: Vec<(String, String)> = Vec::new();
+        let mut batch_count = 0;
+        batches(&p, &schema, &mut |b| {
+            batch_count += 1;
+            let col = |i: usize| {
+                let a = b
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("strings");
+                (0..a.len())
+                    .map(|r| a.value(r).to_string())
+                    .collect::<Vec<_>>()
+            };
+            got.extend(col(0).into_iter().zip(col(1)));
+            Ok(())
+        })
+        .expect("export");
+        let want: Vec<(String, String)> = (0..n)
+            .filter(|r| r % 7 != 3)
+            .map(|r| {
+                (
+                    keys[r].clone(),
+                    crate::policy::mask::mask(MaskKind::IdNumber, &ids[r]),
+                )
+            })
+            .collect();
+        assert_eq!(batch_count, batch_ranges(&p.selected).len());
+        assert!(batch_count >= 3, "several batches: {batch_count}");
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "rows in order, masked");
+        // The consumer stops after the first batch: so does the export.
+        let mut seen = 0;
+        let stopped = batches(&p, &schema, &mut |_| {
+            seen += 1;
+            Err(ExportError::ClientGone)
+        });
+        assert!(matches!(stopped, Err(ExportError::ClientGone)));
+        assert_eq!(seen, 1);
     }
 
     #[test]
