@@ -8,6 +8,18 @@ const STAR: char = '*';
 
 /// Keep `head` characters and `tail` characters, star the rest.
 fn keep_ends(value: &str, head: usize, tail: usize, out: &mut String) {
+    if value.is_ascii() {
+        // One byte a character (ID numbers, phone numbers): slices, not chars.
+        let n = value.len();
+        if n <= head + tail {
+            out.extend(std::iter::repeat_n(STAR, n));
+        } else {
+            out.push_str(&value[..head]);
+            out.extend(std::iter::repeat_n(STAR, n - head - tail));
+            out.push_str(&value[n - tail..]);
+        }
+        return;
+    }
     let n = value.chars().count();
     if n <= head + tail {
         out.extend(std::iter::repeat_n(STAR, n));
@@ -68,6 +80,14 @@ mod tests {
                 "650102********0010",
             ),
             (MaskKind::IdNumber, "12345", "*****"),
+            (MaskKind::IdNumber, "1234567890", "**********"),
+            (MaskKind::IdNumber, "12345678901", "123456*8901"),
+            (
+                MaskKind::IdNumber,
+                "６５０１０２１９８５０６１５００１Ｘ",
+                "６５０１０２********００１Ｘ",
+            ),
+            (MaskKind::Phone, "139 1234 5678", "139******5678"),
             (MaskKind::Phone, "13912345678", "139****5678"),
             (MaskKind::Name, "买买提·艾力", "买**·**"),
             (MaskKind::Name, "张三", "张*"),
