@@ -485,10 +485,9 @@ pub struct Caller {
     pub certificate: String,
     /// The certificate's public key, which verifies officer tokens.
     pub token_key: Option<Vec<u8>>,
-    /// The last officer token verified on this connection (token, claims):
-    /// a repeated token costs a comparison, not a signature check.
-    // std Mutex: held for a compare or a store, never across an `.await`.
-    pub verified_token: Mutex<Option<(String, token::Claims)>>,
+    /// The officer tokens verified on this connection.
+    // std Mutex: held for a lookup or a store, never across an `.await`.
+    pub verified_tokens: Mutex<token::VerifiedTokens>,
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ServeError> {
@@ -577,7 +576,7 @@ fn identify(catalog: &Catalog, certs: Option<&[CertificateDer<'_>]>) -> Caller {
         token_key: parsed
             .as_ref()
             .and_then(|(_, cert)| token::certificate_key(cert)),
-        verified_token: Mutex::new(None),
+        verified_tokens: Mutex::default(),
     }
 }
 

@@ -257,7 +257,8 @@ pub async fn handle(
 }
 
 /// The verified officer token of a request: the signature is checked once
-/// per token and connection; time and agency on every request.
+/// per token and connection (of the last [`token::VerifiedTokens::CAPACITY`]
+/// distinct ones); time and agency on every request.
 fn officer_token(
     caller: &Caller,
     agency: &Agency,
@@ -270,19 +271,17 @@ fn officer_token(
         .map_err(|_| TokenError::Malformed("the header is not visible ascii"))?
         .trim();
     let now = Utc::now().timestamp();
-    // std Mutex: a compare or a store, never held across an `.await`.
-    let mut cached = caller
-        .verified_token
+    // std Mutex: a lookup or a store, never held across an `.await`.
+    let mut verified = caller
+        .verified_tokens
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if let Some((t, claims)) = cached.as_ref()
-        && t == raw
-    {
+    if let Some(claims) = verified.get(raw) {
         token::check_claims(claims, &agency.id, now)?;
-        return Ok((claims.clone(), t.clone()));
+        return Ok((claims.clone(), raw.to_string()));
     }
     let claims = token::verify(raw, caller.token_key.as_deref(), &agency.id, now)?;
-    *cached = Some((raw.to_string(), claims.clone()));
+    verified.insert(raw, claims.clone());
     Ok((claims, raw.to_string()))
 }
 

@@ -245,6 +245,50 @@ impl TokenSigner {
     }
 }
 
+/// Tokens a connection has verified, with their claims: a repeated token
+/// costs a hash and a comparison, not a signature check (an ECDSA
+/// verification, about a hundred times the rest of a lookup's token work).
+/// One HTTP/2 connection, or a gateway's keep-alive connection, carries
+/// many officers' tokens at once, so it keeps several; when full, the
+/// oldest entry makes room.
+#[derive(Debug, Default)]
+pub struct VerifiedTokens {
+    /// (hash of the token, token, claims), at most [`VerifiedTokens::CAPACITY`].
+    entries: Vec<(u64, String, Claims)>,
+    /// The slot the next new token takes once full.
+    next: usize,
+    hasher: std::hash::RandomState,
+}
+
+impl VerifiedTokens {
+    /// Distinct tokens kept per connection.
+    pub const CAPACITY: usize = 32;
+
+    /// The claims of `token` if it was verified on this connection.
+    pub fn get(&self, token: &str) -> Option<&Claims> {
+        let h = std::hash::BuildHasher::hash_one(&self.hasher, token);
+        self.entries
+            .iter()
+            .find(|(eh, t, _)| *eh == h && t == token)
+            .map(|(_, _, claims)| claims)
+    }
+
+    /// Remember a token whose signature verified.
+    pub fn insert(&mut self, token: &str, claims: Claims) {
+        let entry = (
+            std::hash::BuildHasher::hash_one(&self.hasher, token),
+            token.to_string(),
+            claims,
+        );
+        if self.entries.len() < Self::CAPACITY {
+            self.entries.push(entry);
+        } else {
+            self.entries[self.next] = entry;
+            self.next = (self.next + 1) % Self::CAPACITY;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +296,34 @@ mod tests {
     fn key() -> (Vec<u8>, Vec<u8>) {
         let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         (kp.serialize_der(), kp.public_key_raw().to_vec())
+    }
+
+    #[test]
+    fn a_connection_keeps_the_tokens_it_verified_and_drops_the_oldest_when_full() {
+        let claims = |n: usize| Claims {
+            officer: format!("o{n}"),
+            agency: "a".into(),
+            iat: 1,
+            exp: 2,
+            nonce: "0123456789abcdef".into(),
+        };
+        let mut cache = VerifiedTokens::default();
+        let n = VerifiedTokens::CAPACITY;
+        for i in 0..n {
+            cache.insert(&format!("token-{i}"), claims(i));
+        }
+        for i in 0..n {
+            assert_eq!(cache.get(&format!("token-{i}")), Some(&claims(i)), "{i}");
+        }
+        assert_eq!(cache.get("token-x"), None);
+        assert_eq!(cache.get("token-1x"), None, "a prefix is not the token");
+        cache.insert("token-new", claims(99));
+        assert_eq!(cache.get("token-new"), Some(&claims(99)));
+        assert_eq!(cache.get("token-0"), None, "the oldest made room");
+        assert_eq!(cache.get("token-1"), Some(&claims(1)));
+        cache.insert("token-newer", claims(100));
+        assert_eq!(cache.get("token-1"), None, "then the next oldest");
+        assert_eq!(cache.get("token-new"), Some(&claims(99)));
     }
 
     #[test]
