@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field as ArrowField, Schema};
 
 use crate::ingest::resolve::Finding;
@@ -119,44 +119,76 @@ fn decisions_batch(rows: &[DecisionRow]) -> RecordBatch {
     RecordBatch::try_new(schema, columns).expect("columns match the decisions schema")
 }
 
-fn text_col<'a>(
-    b: &'a RecordBatch,
+/// The columns of one batch of a stored review table, as a loader reads
+/// them: its text columns by number, any other by name.
+struct Columns<'a> {
+    table: &'a str,
+    batch: &'a RecordBatch,
+    text: Vec<&'a StringArray>,
+}
+
+impl Columns<'_> {
+    /// Row `i` of the `c`th text column the loader named.
+    fn text(&self, c: usize, i: usize) -> String {
+        self.text[c].value(i).to_string()
+    }
+
+    fn typed<A: crate::store::ColumnType>(&self, name: &str) -> Result<&A, StoreError> {
+        crate::store::column(self.batch, name).map_err(|reason| corrupt(self.table, reason))
+    }
+}
+
+fn corrupt(table: &str, reason: String) -> StoreError {
+    StoreError::Corrupt {
+        path: table.to_string(),
+        reason,
+    }
+}
+
+/// Every row of `table`'s current version (none before its first), each
+/// built by `row` from its batch's columns (`text` named up front) and its
+/// index.
+fn load_rows<T>(
+    store: &TableStore,
     table: &str,
-    name: &str,
-) -> Result<&'a StringArray, StoreError> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-        .ok_or_else(|| StoreError::Corrupt {
-            path: table.to_string(),
-            reason: format!("no text column `{name}`"),
-        })
+    text: &[&str],
+    mut row: impl FnMut(&Columns<'_>, usize) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let Some(m) = store.current(table)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for batch in store.read(&m)? {
+        let text = text
+            .iter()
+            .map(|n| crate::store::column(&batch, n).map_err(|reason| corrupt(table, reason)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let columns = Columns {
+            table,
+            batch: &batch,
+            text,
+        };
+        for i in 0..batch.num_rows() {
+            out.push(row(&columns, i)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Every decision, oldest first.
 pub fn load_decision_rows(store: &TableStore) -> Result<Vec<DecisionRow>, StoreError> {
-    let Some(m) = store.current(DECISIONS_TABLE)? else {
-        return Ok(Vec::new());
-    };
-    let mut rows = Vec::new();
-    for b in store.read(&m)? {
-        let cols = DECISION_COLUMNS
-            .iter()
-            .map(|n| text_col(&b, DECISIONS_TABLE, n))
-            .collect::<Result<Vec<_>, _>>()?;
-        for i in 0..b.num_rows() {
-            let v = |c: usize| cols[c].value(i).to_string();
-            rows.push(DecisionRow {
-                source: v(0),
-                record_id: v(1),
-                decision: v(2),
-                subject_id: v(3),
-                steward: v(4),
-                note: v(5),
-                decided_at: v(6),
-            });
-        }
-    }
-    Ok(rows)
+    load_rows(store, DECISIONS_TABLE, &DECISION_COLUMNS, |c, i| {
+        let v = |k: usize| c.text(k, i);
+        Ok(DecisionRow {
+            source: v(0),
+            record_id: v(1),
+            decision: v(2),
+            subject_id: v(3),
+            steward: v(4),
+            note: v(5),
+            decided_at: v(6),
+        })
+    })
 }
 
 /// The decisions that stand: the latest per record, and per merged subject.
@@ -213,112 +245,57 @@ pub enum DecideError {
 
 /// The current review queue.
 pub fn load_review(store: &TableStore) -> Result<Vec<ReviewItem>, StoreError> {
-    let Some(m) = store.current(REVIEW_TABLE)? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for b in store.read(&m)? {
-        let cols = REVIEW_TEXT
-            .iter()
-            .map(|n| text_col(&b, REVIEW_TABLE, n))
-            .collect::<Result<Vec<_>, _>>()?;
-        let p = b
-            .column_by_name("probability")
-            .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
-            .ok_or_else(|| StoreError::Corrupt {
-                path: REVIEW_TABLE.to_string(),
-                reason: "no float column `probability`".into(),
-            })?;
-        let n = b
-            .column_by_name("candidates")
-            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
-            .ok_or_else(|| StoreError::Corrupt {
-                path: REVIEW_TABLE.to_string(),
-                reason: "no integer column `candidates`".into(),
-            })?;
-        for i in 0..b.num_rows() {
-            let v = |c: usize| cols[c].value(i).to_string();
-            out.push(ReviewItem {
-                source: v(0),
-                agency: v(1),
-                record_id: v(2),
-                written_id: v(3),
-                name: v(4),
-                subject_id: v(5),
-                subject_name: v(6),
-                evidence: v(7),
-                candidates: n.value(i) as usize,
-                probability: p.value(i),
-            });
-        }
-    }
-    Ok(out)
+    load_rows(store, REVIEW_TABLE, &REVIEW_TEXT, |c, i| {
+        let v = |k: usize| c.text(k, i);
+        Ok(ReviewItem {
+            source: v(0),
+            agency: v(1),
+            record_id: v(2),
+            written_id: v(3),
+            name: v(4),
+            subject_id: v(5),
+            subject_name: v(6),
+            evidence: v(7),
+            candidates: c.typed::<UInt64Array>("candidates")?.value(i) as usize,
+            probability: c.typed::<Float64Array>("probability")?.value(i),
+        })
+    })
 }
 
 /// The current quarantine.
 pub fn load_quarantine(store: &TableStore) -> Result<Vec<QuarantineEntry>, StoreError> {
-    let Some(m) = store.current(crate::pull::QUARANTINE_TABLE)? else {
-        return Ok(Vec::new());
-    };
-    let table = crate::pull::QUARANTINE_TABLE;
-    let mut out = Vec::new();
-    for b in store.read(&m)? {
-        let names = ["source", "agency", "record_id", "field", "reason", "raw"];
-        let cols = names
-            .iter()
-            .map(|n| text_col(&b, table, n))
-            .collect::<Result<Vec<_>, _>>()?;
-        let pos = b
-            .column_by_name("position")
-            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
-            .ok_or_else(|| StoreError::Corrupt {
-                path: table.to_string(),
-                reason: "no column `position`".into(),
-            })?;
-        for i in 0..b.num_rows() {
-            let v = |c: usize| cols[c].value(i).to_string();
-            out.push(QuarantineEntry {
-                source: v(0),
-                agency: v(1),
-                position: pos.value(i),
-                record_id: v(2),
-                field: v(3),
-                reason: v(4),
-                raw: v(5),
-            });
-        }
-    }
-    Ok(out)
+    let text = ["source", "agency", "record_id", "field", "reason", "raw"];
+    load_rows(store, crate::pull::QUARANTINE_TABLE, &text, |c, i| {
+        let v = |k: usize| c.text(k, i);
+        Ok(QuarantineEntry {
+            source: v(0),
+            agency: v(1),
+            position: c.typed::<UInt64Array>("position")?.value(i),
+            record_id: v(2),
+            field: v(3),
+            reason: v(4),
+            raw: v(5),
+        })
+    })
 }
 
 /// The current data-quality findings.
 pub fn load_findings(store: &TableStore) -> Result<Vec<Finding>, StoreError> {
-    let Some(m) = store.current(crate::pull::FINDINGS_TABLE)? else {
-        return Ok(Vec::new());
-    };
-    let table = crate::pull::FINDINGS_TABLE;
-    let mut out = Vec::new();
-    for b in store.read(&m)? {
-        let cols = crate::ingest::resolve::FINDING_COLUMNS
-            .iter()
-            .map(|n| text_col(&b, table, n))
-            .collect::<Result<Vec<_>, _>>()?;
-        for i in 0..b.num_rows() {
-            let v = |c: usize| cols[c].value(i).to_string();
-            out.push(Finding {
-                subject_id: v(0),
-                field: v(1),
-                owner: v(2),
-                kept_value: v(3),
-                kept_agency: v(4),
-                kept_record: v(5),
-                other_value: v(6),
-                other_agency: v(7),
-                other_record: v(8),
-            });
-        }
-    }
-    Ok(out)
+    let text = crate::ingest::resolve::FINDING_COLUMNS;
+    load_rows(store, crate::pull::FINDINGS_TABLE, &text, |c, i| {
+        let v = |k: usize| c.text(k, i);
+        Ok(Finding {
+            subject_id: v(0),
+            field: v(1),
+            owner: v(2),
+            kept_value: v(3),
+            kept_agency: v(4),
+            kept_record: v(5),
+            other_value: v(6),
+            other_agency: v(7),
+            other_record: v(8),
+        })
+    })
 }
 
 /// Record a steward's decision about a record in the review queue or in

@@ -145,10 +145,7 @@ type MappedColumn<'a> = (
 );
 
 fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a StringArray> {
-    batch
-        .column_by_name(name)?
-        .as_any()
-        .downcast_ref::<StringArray>()
+    crate::store::column(batch, name).ok()
 }
 
 /// Accumulates pulled batches of every source, then resolves them into

@@ -277,9 +277,8 @@ impl SubjectRegistry {
         let mut reg = SubjectRegistry::default();
         for b in batches {
             let col = |name: &str| {
-                b.column_by_name(name)
-                    .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                    .ok_or_else(|| format!("subject registry has no text column `{name}`"))
+                crate::store::column::<StringArray>(b, name)
+                    .map_err(|e| format!("subject registry has {e}"))
             };
             let (kinds, keys, ids) = (col("kind")?, col(COL_KEY)?, col(COL_SUBJECT_ID)?);
             for i in 0..b.num_rows() {
@@ -1133,10 +1132,8 @@ impl<'c> Resolver<'c> {
         use_row: &mut dyn FnMut(&str, &str, Option<&str>) -> StateUse,
     ) -> Result<(), String> {
         let text = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .ok_or_else(|| format!("resolve state has no text column `{name}`"))
+            crate::store::column::<StringArray>(batch, name)
+                .map_err(|e| format!("resolve state has {e}"))
         };
         let (sources, agencies, records, as_ofs, keys, links) = (
             text(STATE_SOURCE)?,
@@ -1147,10 +1144,8 @@ impl<'c> Resolver<'c> {
             text(STATE_LINK)?,
         );
         let (written, problems) = (text(STATE_WRITTEN_ID)?, text(STATE_PROBLEM)?);
-        let positions = batch
-            .column_by_name(STATE_POSITION)
-            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
-            .ok_or_else(|| format!("resolve state has no integer column `{STATE_POSITION}`"))?;
+        let positions = crate::store::column::<UInt64Array>(batch, STATE_POSITION)
+            .map_err(|e| format!("resolve state has {e}"))?;
         let fields = self.fields.clone();
         let columns = fields
             .iter()

@@ -392,9 +392,8 @@ fn state_records(
     use crate::ingest::resolve::{STATE_RECORD, STATE_SOURCE};
     for (p, b) in state {
         let col = |name: &str| {
-            b.column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .ok_or_else(|| format!("resolve state has no text column `{name}`"))
+            crate::store::column::<StringArray>(b, name)
+                .map_err(|e| format!("resolve state has {e}"))
         };
         let (sources, records) = (col(STATE_SOURCE)?, col(STATE_RECORD)?);
         for r in 0..b.num_rows() {
@@ -922,10 +921,8 @@ fn resolve_incremental(
                     .map(|(_, _, b)| b),
             );
         for b in u_rows {
-            let links = b
-                .column_by_name(crate::ingest::resolve::STATE_LINK)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .ok_or_else(|| corrupt_state(g.kind)("no link column".into()))?;
+            let links = crate::store::column::<StringArray>(b, crate::ingest::resolve::STATE_LINK)
+                .map_err(corrupt_state(g.kind))?;
             for l in links.iter().flatten() {
                 probable_links += usize::from(l == "probable");
                 steward_links += usize::from(l == "steward");
@@ -1154,12 +1151,10 @@ impl<'a> StateColumns<'a> {
         use crate::ingest::COL_KEY;
         use crate::ingest::resolve::{STATE_RECORD, STATE_SOURCE, STATE_WRITTEN_ID};
         let col = |name: &str| {
-            b.column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .ok_or_else(|| StoreError::Corrupt {
-                    path: "resolve state".to_string(),
-                    reason: format!("no text column `{name}`"),
-                })
+            crate::store::column::<StringArray>(b, name).map_err(|reason| StoreError::Corrupt {
+                path: "resolve state".to_string(),
+                reason,
+            })
         };
         Ok(StateColumns {
             source: col(STATE_SOURCE)?,

@@ -32,6 +32,37 @@ use serde::{Deserialize, Serialize};
 pub use loaded::{LoadedTable, Row};
 pub use table_store::{TableStore, TableWriter};
 
+/// An Arrow array type a stored column is read as, with the word its error
+/// uses for it.
+pub trait ColumnType: arrow_array::Array + 'static {
+    const KIND: &'static str;
+}
+
+impl ColumnType for arrow_array::StringArray {
+    const KIND: &'static str = "text";
+}
+impl ColumnType for arrow_array::UInt64Array {
+    const KIND: &'static str = "integer";
+}
+impl ColumnType for arrow_array::UInt32Array {
+    const KIND: &'static str = "integer";
+}
+impl ColumnType for arrow_array::Float64Array {
+    const KIND: &'static str = "float";
+}
+
+/// Column `name` of a stored batch as `A`; else what is wrong, as
+/// "no text column `name`", for the caller to say where.
+pub fn column<'a, A: ColumnType>(
+    batch: &'a arrow_array::RecordBatch,
+    name: &str,
+) -> Result<&'a A, String> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<A>())
+        .ok_or_else(|| format!("no {} column `{name}`", A::KIND))
+}
+
 /// Rows per Parquet part file: bounds the memory a write or a load holds
 /// beyond the table itself.
 pub const PART_ROWS: usize = 262_144;
