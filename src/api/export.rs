@@ -50,6 +50,7 @@ use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+use super::limits::ExportSlot;
 use super::routes::{
     ApiError, agency_role, audit_unavailable, blocking, percent_decode, require_agency,
     unknown_field,
@@ -862,6 +863,7 @@ pub(super) async fn respond(
     state: &Arc<AppState>,
     p: Prepared,
     mut entry: AuditEntry,
+    slot: Option<ExportSlot>,
 ) -> Response<super::routes::ResponseBody> {
     entry.decision = "allow".into();
     entry.status = StatusCode::OK.as_u16();
@@ -901,7 +903,7 @@ pub(super) async fn respond(
         ascii_json(&withheld_json(&p.withheld)),
     );
     debug_assert!(headers.contains_key(CONTENT_TYPE));
-    let body = start_stream(state, p, index);
+    let body = start_stream(state, p, index, slot);
     let mut resp = Response::new(super::routes::ResponseBody::Right(body));
     *resp.headers_mut() = headers;
     resp
@@ -944,13 +946,20 @@ pub fn ascii_json(v: &Value) -> String {
 
 /// Spawn the producer of an export's body (on a blocking thread: building,
 /// masking and encoding batches is CPU work) and return the body it feeds.
-fn start_stream(state: &Arc<AppState>, p: Prepared, audit_entry: u64) -> ExportBody {
+/// The producer holds the export's slot until it is done.
+fn start_stream(
+    state: &Arc<AppState>,
+    p: Prepared,
+    audit_entry: u64,
+    slot: Option<ExportSlot>,
+) -> ExportBody {
     let (tx, rx) = tokio::sync::mpsc::channel(QUEUE_CHUNKS);
     let signer = state.signer.clone();
     let stall = state.request_timeout;
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        produce(p, audit_entry, signer.as_ref(), tx, runtime, stall)
+        produce(p, audit_entry, signer.as_ref(), tx, runtime, stall);
+        drop(slot);
     });
     ExportBody { rx }
 }

@@ -32,6 +32,8 @@ pub struct Metrics {
     // std Mutex: held for one map update per request, never across an `.await`.
     routes: Mutex<HashMap<String, RouteStats>>,
     rate_limited: Mutex<BTreeMap<String, u64>>,
+    /// Exports refused by a cap, by agency and cap (`agency` or `broker`).
+    exports_refused: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 /// What else the exposition shows, read from the app state at scrape time.
@@ -42,6 +44,7 @@ pub struct Snapshot<'a> {
     pub policy_version: &'a str,
     /// (table, version) of every loaded table.
     pub tables: Vec<(String, u64)>,
+    pub exports_running: usize,
 }
 
 impl Metrics {
@@ -67,6 +70,15 @@ impl Metrics {
     pub fn record_rate_limited(&self, agency: &str) {
         let mut m = self.rate_limited.lock().unwrap_or_else(|e| e.into_inner());
         *m.entry(agency.to_string()).or_default() += 1;
+    }
+
+    /// Count one export refused because `cap` (`agency` or `broker`) was reached.
+    pub fn record_export_refused(&self, agency: &str, cap: &'static str) {
+        let mut m = self
+            .exports_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *m.entry((agency.to_string(), cap)).or_default() += 1;
     }
 
     /// The Prometheus text exposition (format 0.0.4).
@@ -135,6 +147,31 @@ impl Metrics {
                 label(agency)
             );
         }
+        head(
+            &mut out,
+            "sharebroker_exports_refused_total",
+            "counter",
+            "Exports refused because the agency's cap (429) or the broker's (503) was reached.",
+        );
+        for ((agency, cap), n) in self
+            .exports_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "sharebroker_exports_refused_total{{agency=\"{}\",cap=\"{cap}\"}} {n}",
+                label(agency)
+            );
+        }
+        head(
+            &mut out,
+            "sharebroker_exports_running",
+            "gauge",
+            "Exports being streamed now.",
+        );
+        let _ = writeln!(out, "sharebroker_exports_running {}", snap.exports_running);
         let a = snap.audit;
         head(
             &mut out,
@@ -237,6 +274,7 @@ mod tests {
             audit_entries: 7,
             policy_version: "abc",
             tables: vec![("person".into(), 3)],
+            exports_running: 2,
         }
     }
 
@@ -280,6 +318,9 @@ mod tests {
         m.record("/v1/cases", 201, Duration::from_millis(3));
         m.record("/v1/cases", 409, Duration::from_secs(20));
         m.record_rate_limited("xj-mzt");
+        m.record_export_refused("xj-mzt", "agency");
+        m.record_export_refused("xj-mzt", "agency");
+        m.record_export_refused("xj-mzt", "broker");
         let stats = AuditStats::default();
         stats.appends.store(5, Relaxed);
         stats.batches.store(2, Relaxed);
@@ -328,6 +369,14 @@ mod tests {
             ),
             1.0
         );
+        let refused = |cap: &str| {
+            value(
+                &s,
+                &format!("sharebroker_exports_refused_total{{agency=\"xj-mzt\",cap=\"{cap}\"}}"),
+            )
+        };
+        assert_eq!((refused("agency"), refused("broker")), (2.0, 1.0));
+        assert_eq!(value(&s, "sharebroker_exports_running"), 2.0);
         assert_eq!(value(&s, "sharebroker_audit_appends_total"), 5.0);
         assert_eq!(
             value(&s, "sharebroker_audit_batch_size_bucket{le=\"1\"}"),

@@ -5,7 +5,7 @@
 
 pub mod client;
 pub mod export;
-mod limits;
+pub mod limits;
 mod metrics;
 pub mod openapi;
 mod routes;
@@ -161,6 +161,8 @@ pub fn tls_config_from(s: &Settings) -> Result<rustls::ServerConfig, ServeError>
 /// Limits enforced per request or per connection.
 pub struct Limits {
     rate: limits::RateLimiter,
+    /// Exports running at once, in all and per agency.
+    pub exports: Arc<limits::ExportSlots>,
     /// Largest request head, in bytes.
     pub max_header_bytes: usize,
     pub http2_max_concurrent_streams: u32,
@@ -170,6 +172,10 @@ impl Limits {
     fn from_settings(s: &Settings) -> Limits {
         Limits {
             rate: limits::RateLimiter::new(s.rate_limit_per_agency_rps, s.rate_limit_burst),
+            exports: limits::ExportSlots::new(
+                s.export_max_running,
+                s.export_max_running_per_agency,
+            ),
             max_header_bytes: s.max_header_bytes,
             http2_max_concurrent_streams: s.http2_max_concurrent_streams,
         }

@@ -306,6 +306,7 @@ fn operations_route(
                 audit_entries: state.audit.size(),
                 policy_version: &state.policy().version,
                 tables: table_versions(state),
+                exports_running: state.limits.exports.running(),
             };
             let mut r = Response::new(Full::new(Bytes::from(state.metrics.render(&snapshot))));
             r.headers_mut().insert(
@@ -393,6 +394,46 @@ enum Answered {
     Export(super::export::Prepared),
 }
 
+/// How long a client refused an export slot should wait: exports take
+/// seconds, so sooner is pointless.
+const EXPORT_RETRY_AFTER_SECS: u64 = 5;
+
+/// 429 when the agency runs as many exports as it may, 503 when the broker
+/// does; both with `Retry-After`.
+fn exports_busy(
+    state: &AppState,
+    agency: &str,
+    busy: super::limits::ExportsBusy,
+) -> Response<Full<Bytes>> {
+    use super::limits::ExportsBusy;
+    let secs = EXPORT_RETRY_AFTER_SECS;
+    let e = match busy {
+        ExportsBusy::Agency(n) => {
+            state.metrics.record_export_refused(agency, "agency");
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_exports",
+                format!(
+                    "this agency already runs {n} exports, as many as it may at once; retry after {secs} s"
+                ),
+            )
+        }
+        ExportsBusy::Broker(n) => {
+            state.metrics.record_export_refused(agency, "broker");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "exports_busy",
+                format!(
+                    "the broker already runs {n} exports, as many as it runs at once; retry after {secs} s"
+                ),
+            )
+        }
+    };
+    let mut r = json_response(e.status, &error_body(&e));
+    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
 async fn answer(
     state: &Arc<AppState>,
     caller: &Caller,
@@ -418,6 +459,16 @@ async fn answer(
         r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         return r.map(Either::Left);
     }
+    // An export holds a slot from here to its last byte. Over a cap it is
+    // refused before any work and, like a 429 above, not audited.
+    let export = super::export::dataset_of(&method, req.uri().path()).map(str::to_string);
+    let slot = match (&export, &caller.agency) {
+        (Some(_), Some(agency)) => match state.limits.exports.take(&agency.id) {
+            Ok(slot) => Some(slot),
+            Err(busy) => return exports_busy(state, &agency.id, busy).map(Either::Left),
+        },
+        _ => None,
+    };
     let mut entry = AuditEntry {
         time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         agency: caller
@@ -448,7 +499,6 @@ async fn answer(
             // is still arriving, the client was slow (408); otherwise the
             // broker was (503).
             let reading_body = AtomicBool::new(false);
-            let export = super::export::dataset_of(&method, req.uri().path()).map(str::to_string);
             let work = async {
                 match &export {
                     Some(dataset) => {
@@ -479,7 +529,7 @@ async fn answer(
     let reply = match result {
         // Exports write their audit entry and stream on their own.
         Ok(Answered::Export(prepared)) => {
-            return super::export::respond(state, prepared, entry).await;
+            return super::export::respond(state, prepared, entry, slot).await;
         }
         Ok(Answered::Reply(r)) => match r.body {
             Body::Canonical(c) => Ok((r.status, c, r.sealed)),

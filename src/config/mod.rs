@@ -152,6 +152,10 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// Streams one HTTP/2 connection may have open at once.
     pub http2_max_concurrent_streams: u32,
+    /// Exports running at once, in all (above it: 503 `exports_busy`).
+    pub export_max_running: usize,
+    /// Exports one agency may run at once (above it: 429 `too_many_exports`).
+    pub export_max_running_per_agency: usize,
     /// Oldest TLS version accepted (`"1.3"`, or `"1.2"` when configured).
     pub tls_min_version: TlsMinVersion,
     /// Serve plain HTTP without TLS, the client naming its certificate in
@@ -194,6 +198,8 @@ impl Default for Settings {
             rate_limit_burst: default_rate_limit_burst(),
             max_header_bytes: default_max_header_bytes(),
             http2_max_concurrent_streams: default_http2_max_concurrent_streams(),
+            export_max_running: default_export_max_running(),
+            export_max_running_per_agency: default_export_max_running_per_agency(),
             tls_min_version: TlsMinVersion::Tls13,
             insecure_plain_http: false,
             store_retention: crate::store::Retention::default(),
@@ -224,6 +230,17 @@ pub fn default_max_header_bytes() -> usize {
 /// 100 streams per HTTP/2 connection (RFC 9113 recommends at least 100).
 pub fn default_http2_max_concurrent_streams() -> u32 {
     100
+}
+
+/// 4 exports: each builds its batches on up to four threads, so more at
+/// once only share the same cores while holding more memory.
+pub fn default_export_max_running() -> usize {
+    4
+}
+
+/// 2 exports: one agency cannot take every export slot.
+pub fn default_export_max_running_per_agency() -> usize {
+    2
 }
 
 /// `127.0.0.1:8443`: local only until an operator says otherwise.
@@ -299,6 +316,8 @@ struct RawSettings {
     rate_limit_burst: Option<toml::Spanned<i64>>,
     max_header_bytes: Option<toml::Spanned<i64>>,
     http2_max_concurrent_streams: Option<toml::Spanned<i64>>,
+    export_max_running: Option<toml::Spanned<i64>>,
+    export_max_running_per_agency: Option<toml::Spanned<i64>>,
     tls_min_version: Option<toml::Spanned<String>>,
     insecure_plain_http: Option<toml::Spanned<bool>>,
     store_keep_versions: Option<toml::Spanned<i64>>,
@@ -390,6 +409,22 @@ impl Settings {
             "streams",
         ) {
             s.http2_max_concurrent_streams = n as u32;
+        }
+        if let Some(n) = int(
+            &raw.export_max_running,
+            "export_max_running",
+            1..=1000,
+            "exports",
+        ) {
+            s.export_max_running = n as usize;
+        }
+        if let Some(n) = int(
+            &raw.export_max_running_per_agency,
+            "export_max_running_per_agency",
+            1..=1000,
+            "exports",
+        ) {
+            s.export_max_running_per_agency = n as usize;
         }
         if let Some(n) = int(
             &raw.store_keep_versions,
@@ -544,6 +579,8 @@ mod tests {
         assert_eq!(s.rate_limit_burst, 1000);
         assert_eq!(s.max_header_bytes, 32768);
         assert_eq!(s.http2_max_concurrent_streams, 50);
+        assert_eq!(s.export_max_running, 8);
+        assert_eq!(s.export_max_running_per_agency, 3);
         assert_eq!(s.tls_min_version, TlsMinVersion::Tls12);
         assert!(s.insecure_plain_http);
         assert_eq!(s.seal_algorithm, crate::seal::Alg::Sm2Sm3);
@@ -564,7 +601,7 @@ mod tests {
         let cases = [
             (
                 "wrong-unknown-key.toml",
-                "wrong-unknown-key.toml:2: unknown field `rate_limit_rps`, expected one of `listen`, `max_body_bytes`, `request_timeout_secs`, `tree_head_interval_secs`, `audit_segment_max_bytes`, `rate_limit_per_agency_rps`, `rate_limit_burst`, `max_header_bytes`, `http2_max_concurrent_streams`, `tls_min_version`, `insecure_plain_http`, `store_keep_versions`, `store_keep_days`, `store_poll_interval_secs`, `seal_algorithm`, `seal_mode`",
+                "wrong-unknown-key.toml:2: unknown field `rate_limit_rps`, expected one of `listen`, `max_body_bytes`, `request_timeout_secs`, `tree_head_interval_secs`, `audit_segment_max_bytes`, `rate_limit_per_agency_rps`, `rate_limit_burst`, `max_header_bytes`, `http2_max_concurrent_streams`, `export_max_running`, `export_max_running_per_agency`, `tls_min_version`, `insecure_plain_http`, `store_keep_versions`, `store_keep_days`, `store_poll_interval_secs`, `seal_algorithm`, `seal_mode`",
             ),
             (
                 "wrong-rate-limit-per-agency-rps.toml",
@@ -581,6 +618,10 @@ mod tests {
             (
                 "wrong-http2-max-concurrent-streams.toml",
                 "wrong-http2-max-concurrent-streams.toml:2: http2_max_concurrent_streams: must be from 1 to 10000 streams, found 0",
+            ),
+            (
+                "wrong-export-max-running.toml",
+                "wrong-export-max-running.toml:2: export_max_running_per_agency: must be from 1 to 1000 exports, found 0",
             ),
             (
                 "wrong-tls-min-version.toml",

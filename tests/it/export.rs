@@ -31,23 +31,30 @@ struct Broker {
     audit: Arc<AuditLog>,
     public: sharebroker::seal::PublicKey,
     applicants: Vec<(String, String)>,
+    state: Arc<AppState>,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
 
 async fn start() -> Broker {
+    start_with(|_| {}).await
+}
+
+async fn start_with(change: impl FnOnce(&mut sharebroker::config::Settings)) -> Broker {
     let Prepared {
         dir,
-        settings,
+        mut settings,
         applicants,
     } = prepare();
+    change(&mut settings);
     let state = Arc::new(AppState::open(&settings).await.expect("state"));
     let (audit, public) = (state.audit.clone(), state.signer.verifying_key());
     let crate::fixture::Served { addr, stop, server } =
-        crate::fixture::serve_tls(&settings, state).await;
+        crate::fixture::serve_tls(&settings, state.clone()).await;
     Broker {
         addr,
+        state,
         pki: settings.pki_dir(),
         store: settings.store_dir(),
         audit,
@@ -481,6 +488,69 @@ async fn exports_stream_granted_fields_masked_sealed_and_audited() {
     let g = get(&b, "wlmq-zwfw", &path, TE).await;
     assert_eq!(g.status, 200);
     export::verify_export_seal(&b.public, &g.seal(), &mut g.body.as_ref()).expect("verifies");
+
+    let _ = b.stop.send(());
+    b.server.await.expect("server stops");
+}
+
+/// Past the agency's cap 429, past the broker's 503, both before any work,
+/// not audited, counted; a finished export gives its slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_past_a_cap_are_refused_until_a_slot_is_free() {
+    let b = start_with(|s| {
+        s.export_max_running = 2;
+        s.export_max_running_per_agency = 1;
+    })
+    .await;
+    let slots = &b.state.limits.exports;
+    let path = "/v1/exports/marriage?grant=APP-2026-0007";
+    let busy = |g: &Got, status: u16, code: &str| {
+        assert_eq!(g.status, status, "{}", String::from_utf8_lossy(&g.body));
+        let v = g.json();
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(v.get("audit_entry").is_none(), "not audited: {v}");
+        assert_eq!(g.header("retry-after"), "5");
+        assert!(g.headers.get("x-sharebroker-rows").is_none());
+    };
+    let entries = b.audit.size();
+    // The agency's one slot is held by an export still running.
+    let running = slots.take("xj-zrzyt").expect("a free slot");
+    busy(
+        &get(&b, "xj-zrzyt", path, TE).await,
+        429,
+        "too_many_exports",
+    );
+    // Another agency's export holds the broker's second slot: a third
+    // agency finds none, whatever it asks for.
+    let other = slots.take("wlmq-zwfw").expect("a free slot");
+    busy(&get(&b, "xj-gjj", path, TE).await, 503, "exports_busy");
+    assert_eq!(b.audit.size(), entries, "refusals by a cap are not audited");
+    drop((running, other));
+
+    let g = get(&b, "xj-zrzyt", path, TE).await;
+    assert_eq!(g.status, 200, "{}", String::from_utf8_lossy(&g.body));
+    export::verify_export_seal(&b.public, &g.seal(), &mut g.body.as_ref()).expect("verifies");
+    // The producer gives the slot back right after the trailer.
+    let t = std::time::Instant::now();
+    while slots.running() > 0 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "a finished export still holds its slot"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let metrics = String::from_utf8(get(&b, "xj-zrzyt", "/v1/metrics", &[]).await.body.to_vec())
+        .expect("text");
+    for line in [
+        "sharebroker_exports_refused_total{agency=\"xj-zrzyt\",cap=\"agency\"} 1",
+        "sharebroker_exports_refused_total{agency=\"xj-gjj\",cap=\"broker\"} 1",
+        "sharebroker_exports_running 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in\n{metrics}"
+        );
+    }
 
     let _ = b.stop.send(());
     b.server.await.expect("server stops");
