@@ -5,6 +5,11 @@
 //! - `log-000001.jsonl`: one line per entry, `{"index":N,"leaf":"<hex>","entry":{...}}`,
 //!   where `leaf` = SHA-256(0x00 || entry bytes) and the entry bytes are exactly the
 //!   `serde_json::to_vec(&entry)` written on the line (so verification hashes what is stored).
+//!   While the writer has a segment open, zeros follow its last line: the writer fills up to
+//!   [`ZERO_AHEAD_BYTES`] ahead with zeros, synced, so that a group commit overwrites blocks
+//!   the file already has and its fsync writes data only, not the inode. No valid line holds
+//!   a NUL byte, so readers stop at the first one; the writer cuts the zeros when it closes
+//!   or leaves a segment, and on open.
 //! - `salts.jsonl`: one random salt per subject, `{"subject":"<hex sha256(key)>","salt":"<hex>"}`.
 //!   Entries carry only `hex(SHA-256(salt || key))`; deleting a subject's salt line erases the
 //!   link between the person and their entries without touching the tree.
@@ -41,6 +46,10 @@ pub const SEGMENT_FILE: &str = "log-000001.jsonl";
 pub const MAX_QUEUED_APPENDS: usize = 65_536;
 /// How large a segment grows before the writer starts the next one (64 MiB).
 pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 64 << 20;
+/// How far past its last line the writer keeps a segment filled with zeros (1 MiB, some
+/// hundreds of group commits): a commit that reaches the end writes the next stretch of
+/// zeros with its own data, under the same fsync.
+pub const ZERO_AHEAD_BYTES: u64 = 1 << 20;
 
 /// The file name of segment `n` (from 1).
 pub fn segment_name(n: u64) -> String {
@@ -403,19 +412,26 @@ impl AuditLog {
         let log_path = dir.join(segment_name(segment));
         let existed = log_path.exists();
         if let Some((path, r)) = &replayed.last
-            && r.torn_tail_bytes > 0
+            && r.tail_bytes > 0
         {
-            tracing::warn!(
-                path = %path.display(),
-                torn_bytes = r.torn_tail_bytes,
-                kept_entries = replayed.entries,
-                "truncating torn last line of audit log"
-            );
+            if r.torn_tail_bytes > 0 || r.zeros_hid_data {
+                tracing::warn!(
+                    path = %path.display(),
+                    torn_bytes = r.torn_tail_bytes,
+                    kept_entries = replayed.entries,
+                    "truncating torn last line of audit log"
+                );
+            } else {
+                // The zeros a writer that did not close (killed, power cut) kept ahead.
+                tracing::info!(path = %path.display(), zero_bytes = r.tail_bytes, "cutting the zero-filled tail of the audit log");
+            }
             truncate(path, r.good_len)?;
         }
+        // Written at offsets (after the last line), not appended.
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(false)
+            .write(true)
             .open(&log_path)
             .map_err(|source| AuditError::Io {
                 action: "open audit log",
@@ -443,6 +459,7 @@ impl AuditLog {
         let writer = Writer {
             file,
             file_len,
+            zeroed_end: file_len,
             path: log_path.clone(),
             dir: dir.to_path_buf(),
             segment,
@@ -742,7 +759,10 @@ pub fn verify_dir(
 /// the next one when it is full.
 struct Writer {
     file: File,
+    /// End of the last complete line: where the next batch goes.
     file_len: u64,
+    /// End of the file: `file_len` and the zeros kept ahead of it.
+    zeroed_end: u64,
     path: PathBuf,
     dir: PathBuf,
     segment: u64,
@@ -768,10 +788,43 @@ impl Writer {
             }
         }
         if self.failed.is_none()
-            && let Err(err) = self.file.sync_data()
+            && let Err(err) = self.file.sync_data().and_then(|()| self.cut_zeros())
         {
             tracing::error!(path = %self.path.display(), %err, "final audit log sync failed");
         }
+    }
+
+    /// Write the segment's batch `buf` after its last line, and zeros ahead of it when it
+    /// reaches the zeros' end (see [`ZERO_AHEAD_BYTES`]); not yet synced.
+    fn write_at_end(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let end = self.file_len + buf.len() as u64;
+        self.file.write_all_at(buf, self.file_len)?;
+        if end >= self.zeroed_end {
+            // Zeros past the segment's size would only be cut at rotation.
+            let target = (end + ZERO_AHEAD_BYTES).min(self.segment_max_bytes);
+            if target > end {
+                static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+                let mut at = end;
+                while at < target {
+                    let n = (target - at).min(ZEROS.len() as u64) as usize;
+                    self.file.write_all_at(&ZEROS[..n], at)?;
+                    at += n as u64;
+                }
+            }
+            self.zeroed_end = target.max(end);
+        }
+        Ok(())
+    }
+
+    /// Cut the zeros after the last line, durably: a closed segment ends on its last line.
+    fn cut_zeros(&mut self) -> std::io::Result<()> {
+        if self.zeroed_end > self.file_len {
+            self.file.set_len(self.file_len)?;
+            self.file.sync_all()?;
+            self.zeroed_end = self.file_len;
+        }
+        Ok(())
     }
 
     /// Start the next segment file. Batches never span segments, so every
@@ -779,16 +832,20 @@ impl Writer {
     /// further appends, as a failed write does.
     fn next_segment(&mut self) {
         let next = self.dir.join(segment_name(self.segment + 1));
-        let opened = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&next)
-            .and_then(|f| File::open(&self.dir).and_then(|d| d.sync_all()).map(|()| f));
+        // Only the last segment may end in zeros: cut them before starting the next.
+        let opened = self.cut_zeros().and_then(|()| {
+            OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(&next)
+                .and_then(|f| File::open(&self.dir).and_then(|d| d.sync_all()).map(|()| f))
+        });
         match opened {
             Ok(file) => {
                 self.file = file;
                 self.path = next;
                 self.file_len = 0;
+                self.zeroed_end = 0;
                 self.segment += 1;
             }
             Err(err) => {
@@ -825,11 +882,7 @@ impl Writer {
         if pending.is_empty() {
             return;
         }
-        match self
-            .file
-            .write_all(buf)
-            .and_then(|()| self.file.sync_data())
-        {
+        match self.write_at_end(buf).and_then(|()| self.file.sync_data()) {
             Ok(()) => {
                 self.file_len += buf.len() as u64;
                 self.next_index = index;
@@ -862,8 +915,10 @@ impl Writer {
                     batch = pending.len(),
                     "audit log write failed; refusing all further appends"
                 );
-                // Best effort: drop a partial batch so the file ends on a line boundary.
+                // Best effort: drop a partial batch (and the zeros) so the file ends on a
+                // line boundary.
                 let _ = self.file.set_len(self.file_len);
+                self.zeroed_end = self.file_len;
                 let source = Arc::new(err);
                 self.failed = Some(source.to_string());
                 self.stats
@@ -961,7 +1016,14 @@ struct Replay {
     entries: u64,
     /// Byte length of the complete lines read.
     good_len: u64,
+    /// Bytes of an unterminated last line, up to the zeros if any.
     torn_tail_bytes: u64,
+    /// Bytes after the complete lines: the torn line, and in the last segment zeros and
+    /// whatever follows them. What opening the log cuts.
+    tail_bytes: u64,
+    /// In the last segment, non-zero bytes after the first zero: a batch whose blocks a
+    /// power cut left partly unwritten (never acknowledged).
+    zeros_hid_data: bool,
 }
 
 /// Reads complete lines of a segment in order, verifying each, up to `max_entries`;
@@ -984,6 +1046,8 @@ fn replay(
         entries: 0,
         good_len: 0,
         torn_tail_bytes: 0,
+        tail_bytes: 0,
+        zeros_hid_data: false,
     };
     while replay.entries < max_entries {
         line.clear();
@@ -997,19 +1061,34 @@ fn replay(
         if n == 0 {
             break;
         }
-        if line.last() != Some(&b'\n') {
-            replay.torn_tail_bytes = n as u64;
+        // The last segment ends at its first NUL byte (nothing valid has one): after it come
+        // the zeros the writer keeps ahead, or, after a power cut, blocks of the last,
+        // never-acknowledged batch that were not written.
+        if last_segment && let Some(zero) = line.iter().position(|&b| b == 0) {
+            replay.torn_tail_bytes = zero as u64;
+            let mut rest = line[zero..].iter().any(|&b| b != 0);
+            let mut tail = n as u64;
+            loop {
+                let buf = reader.fill_buf().map_err(|source| AuditError::Io {
+                    action: "read audit log",
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                if buf.is_empty() {
+                    break;
+                }
+                rest |= buf.iter().any(|&b| b != 0);
+                let k = buf.len();
+                tail += k as u64;
+                reader.consume(k);
+            }
+            replay.tail_bytes = tail;
+            replay.zeros_hid_data = rest;
             break;
         }
-        // After a power loss a file system may expose the unwritten blocks of
-        // the last, never-acknowledged batch as zeros: in the last segment a
-        // line with NUL bytes starts the torn tail (nothing valid has NULs).
-        if last_segment && line.contains(&0) {
-            let file_len = fs::metadata(path)
-                .map(|m| m.len())
-                .unwrap_or(replay.good_len + n as u64);
-            replay.torn_tail_bytes = file_len - replay.good_len;
-            tracing::warn!(path = %path.display(), entries = replay.entries, "zero-filled tail in the last audit segment (power loss?)");
+        if line.last() != Some(&b'\n') {
+            replay.torn_tail_bytes = n as u64;
+            replay.tail_bytes = n as u64;
             break;
         }
         let line_no = replay.entries + 1;
@@ -1511,6 +1590,92 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_live_segment_keeps_zeros_ahead_that_readers_skip_and_closing_cuts() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        for i in 0..3 {
+            log.append(entry(i)).await.unwrap();
+        }
+        let path = dir.path().join(SEGMENT_FILE);
+        let live = fs::read(&path).unwrap();
+        let data = live
+            .iter()
+            .position(|&b| b == 0)
+            .expect("zeros after the last line");
+        assert_eq!(live[data - 1], b'\n');
+        assert!(live[data..].iter().all(|&b| b == 0));
+        // The first commit wrote the zeros; the next two overwrote them.
+        let first_line = live.iter().position(|&b| b == b'\n').unwrap() + 1;
+        assert_eq!(live.len() as u64, first_line as u64 + ZERO_AHEAD_BYTES);
+        // Readers beside the live writer see every entry and no torn line.
+        let report = verify_dir(dir.path(), None).unwrap();
+        assert_eq!((report.entries, report.torn_tail_bytes), (3, 0));
+        assert_eq!(
+            scan_dir(dir.path(), &AuditFilter::default()).unwrap().len(),
+            3
+        );
+        assert_eq!(log.query(&AuditFilter::default()).unwrap().len(), 3);
+
+        // A copy taken now is what a killed writer leaves: opening it cuts the zeros and
+        // goes on after the last entry.
+        let copy = tempfile::tempdir().unwrap();
+        let copied = copy.path().join(SEGMENT_FILE);
+        fs::copy(&path, &copied).unwrap();
+        let reopened = AuditLog::open(copy.path()).unwrap();
+        assert_eq!((reopened.size(), reopened.root()), (3, log.root()));
+        assert_eq!(reopened.append(entry(3)).await.unwrap(), 3);
+        drop(reopened);
+        // Closing cuts the zeros: a closed segment ends on its last line.
+        let closed = fs::read(&copied).unwrap();
+        assert!(!closed.contains(&0) && closed.ends_with(b"\n"));
+        assert_eq!(&closed[..data], &live[..data]);
+        assert_eq!(verify_dir(copy.path(), None).unwrap().entries, 4);
+        drop(log);
+        assert_eq!(fs::read(&path).unwrap(), &live[..data]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_torn_inside_the_zeros_is_cut_on_open() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        for i in 0..2 {
+            log.append(entry(i)).await.unwrap();
+        }
+        let path = dir.path().join(SEGMENT_FILE);
+        let live = fs::read(&path).unwrap();
+        let data = live.iter().position(|&b| b == 0).unwrap();
+        let crashed = |name: &str, writes: &[(usize, &[u8])]| {
+            let d = dir.path().join(name);
+            fs::create_dir(&d).unwrap();
+            fs::write(d.join(SEGMENT_FILE), &live).unwrap();
+            let f = OpenOptions::new()
+                .write(true)
+                .open(d.join(SEGMENT_FILE))
+                .unwrap();
+            for (at, bytes) in writes {
+                f.write_all_at(bytes, (data + at) as u64).unwrap();
+            }
+            d
+        };
+        // The start of a line, then zeros: a write cut short.
+        let torn = crashed("torn", &[(0, b"{\"index\":2,\"le")]);
+        assert_eq!(verify_dir(&torn, None).unwrap().torn_tail_bytes, 14);
+        // A whole line after zeros: a batch whose first block was never written.
+        let holed = crashed("holed", &[(4096, b"{\"index\":3}\n")]);
+        assert_eq!(verify_dir(&holed, None).unwrap().entries, 2);
+        for d in [torn, holed] {
+            let reopened = AuditLog::open(&d).unwrap();
+            assert_eq!(reopened.size(), 2);
+            assert_eq!(reopened.append(entry(2)).await.unwrap(), 2);
+            drop(reopened);
+            let bytes = fs::read(d.join(SEGMENT_FILE)).unwrap();
+            assert_eq!(&bytes[..data], &live[..data]);
+            assert_eq!(verify_dir(&d, None).unwrap().entries, 3);
+        }
+    }
+
+    #[tokio::test]
     async fn segments_rotate_and_replay_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::open_with(dir.path(), 3_000).unwrap();
@@ -1525,6 +1690,15 @@ mod tests {
             segs.iter()
                 .all(|p| fs::metadata(p).unwrap().len() < 3_000 + 2_000)
         );
+        // Closed segments end on their last line: no zeros kept ahead.
+        for p in &segs {
+            let bytes = fs::read(p).unwrap();
+            assert!(
+                !bytes.contains(&0) && bytes.ends_with(b"\n"),
+                "{}",
+                p.display()
+            );
+        }
         // Reopen continues the indices and the tree, in the last segment.
         let log = AuditLog::open_with(dir.path(), 3_000).unwrap();
         assert_eq!((log.size(), log.root()), (40, root));
@@ -1741,13 +1915,15 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(log.append(entry(1))).unwrap();
+        let root = log.root();
+        drop(log); // a closed segment: its lines only
         let text = fs::read_to_string(dir.path().join(SEGMENT_FILE)).unwrap();
         let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
         let bytes = serde_json::to_vec(&entry(1)).unwrap();
         assert_eq!(v["index"], 0);
         assert_eq!(v["leaf"], hex::encode(merkle::leaf_hash(&bytes)));
         assert_eq!(v["entry"], serde_json::to_value(entry(1)).unwrap());
-        assert_eq!(log.root(), merkle::leaf_hash(&bytes));
+        assert_eq!(root, merkle::leaf_hash(&bytes));
     }
 
     #[tokio::test]
