@@ -535,15 +535,16 @@ fn select_rows(
         if !table.serves_row(r) {
             continue;
         }
-        table.cells_into(r, &positions, &mut cells);
-        if let (Some(prefix), Some(k)) = (area_prefix, key_at) {
-            let in_area =
-                cells[k].is_some_and(|key| crate::policy::key_area(kind, key).starts_with(prefix));
-            if !in_area {
-                continue;
+        let selected = match (area_prefix, key_at) {
+            (Some(prefix), Some(k)) => {
+                table.cells_into(r, &positions, &mut cells);
+                cells[k].is_some_and(|key| crate::policy::key_area(kind, key).starts_with(prefix))
+                    && index.iter().any(|&i| cells[i].is_some())
             }
-        }
-        if index.iter().any(|&i| cells[i].is_some()) {
+            // Without an area, `positions` are the exported columns only.
+            _ => table.any_cell(r, &positions),
+        };
+        if selected {
             bits[r / 64] |= 1 << (r % 64);
             count += 1;
         }
