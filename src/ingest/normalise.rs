@@ -840,9 +840,29 @@ fn prefecture_stem(prefecture: &str) -> &str {
 /// plain text NFKC leaves alone, as nearly all are: only when it is not is
 /// it normalised (copied) and searched again.
 pub fn address_area(raw: &str) -> Option<&'static Area> {
-    if let Ok(found) = scan_areas(raw, true) {
-        return found;
+    match scan_areas(raw, true) {
+        Ok(found) => found.map(|(area, _)| area),
+        Err(NotPlain) => normalised_address_area(raw),
     }
+}
+
+/// Where the county name of the area [`address_area`] finds first ends in
+/// `raw` (masking keeps an address up to there); `None` when there is none
+/// or `raw` has the name only once normalised.
+pub fn address_area_end(raw: &str) -> Option<usize> {
+    let (area, start) = match scan_areas(raw, true) {
+        // The address is its own normal form: the scan's place is in `raw`.
+        Ok(found) => found?,
+        Err(NotPlain) => {
+            let area = normalised_address_area(raw)?;
+            (area, raw.find(area.county)?)
+        }
+    };
+    Some(start + area.county.len())
+}
+
+/// [`address_area`] of an address that may need normalising first.
+fn normalised_address_area(raw: &str) -> Option<&'static Area> {
     let unchanged = !raw.chars().any(is_space)
         && unicode_normalization::is_nfkc_quick(raw.chars())
             == unicode_normalization::IsNormalized::Yes;
@@ -853,7 +873,9 @@ pub fn address_area(raw: &str) -> Option<&'static Area> {
         normalised = raw.nfkc().filter(|&c| !is_space(c)).collect();
         normalised.as_str()
     };
-    scan_areas(addr, false).unwrap_or(None)
+    scan_areas(addr, false)
+        .unwrap_or(None)
+        .map(|(area, _)| area)
 }
 
 /// [`scan_areas`] met a byte of text that normalising might change.
@@ -882,7 +904,7 @@ const PLAIN_BYTE: [bool; 256] = {
 /// The search of [`address_area`] over `addr` as it is; with
 /// `check_plain`, `NotPlain` as soon as a byte shows the address might
 /// need normalising first.
-fn scan_areas(addr: &str, check_plain: bool) -> Result<Option<&'static Area>, NotPlain> {
+fn scan_areas(addr: &str, check_plain: bool) -> Result<Option<(&'static Area, usize)>, NotPlain> {
     let names = AreaNames::get();
     // Only a county's first occurrence counts (as `str::find` would).
     let mut seen = [0u64; AREA_SLOTS / 64];
@@ -936,7 +958,8 @@ fn scan_areas(addr: &str, check_plain: bool) -> Result<Option<&'static Area>, No
             }
         }
     }
-    Ok(best.map(|(area, _)| area))
+    // A county counts at its first occurrence: where `str::find` finds it.
+    Ok(best.map(|(area, (_, start, _))| (area, start)))
 }
 
 /// Areas [`address_area`] can track (a test holds the list below it).
@@ -1703,6 +1726,11 @@ mod tests {
                     a.prefecture, a.county
                 ));
                 inputs.push(format!("{}{}", prefecture_stem(b.prefecture), a.county));
+                // A named county, then another one and text to normalise.
+                inputs.push(format!(
+                    "{}{}{}{}·５号",
+                    a.prefecture, a.county, b.prefecture, b.county
+                ));
                 // The stem right before the county still names it.
                 inputs.push(format!(
                     "{}{}{}路",
@@ -1739,9 +1767,15 @@ mod tests {
             ));
         }
         for raw in &inputs {
+            let found = plain(raw);
             assert_eq!(
                 address_area(raw).map(|a| a.code),
-                plain(raw).map(|a| a.code),
+                found.map(|a| a.code),
+                "{raw}"
+            );
+            assert_eq!(
+                address_area_end(raw),
+                found.and_then(|a| raw.find(a.county).map(|at| at + a.county.len())),
                 "{raw}"
             );
         }

@@ -56,9 +56,7 @@ pub fn mask_into(kind: MaskKind, value: &str, out: &mut String) {
             // Keep the address up to the county-level area it names, known
             // from the area list; anything else could be a street or a
             // building, so an address naming no known county is hidden.
-            let cut = crate::ingest::normalise::address_area(value)
-                .and_then(|area| value.find(area.county).map(|at| at + area.county.len()));
-            if let Some(end) = cut {
+            if let Some(end) = crate::ingest::normalise::address_area_end(value) {
                 out.push_str(&value[..end]);
             }
             out.push_str("****");
