@@ -201,6 +201,9 @@ pub(super) struct Prepared {
     agency: String,
     area_prefix: Option<String>,
     policy_version: String,
+    /// The export's slot under the caps on exports running: held by the
+    /// row selection, then by the producer until its last byte.
+    _slot: Option<ExportSlot>,
 }
 
 fn no_grant(message: String) -> ApiError {
@@ -326,12 +329,16 @@ fn decide_fields(
 
 /// Check an export request and select its rows; fills `entry` as it goes.
 /// Nothing is sent yet: the caller appends the audit entry, then streams.
+/// `slot` goes with the row selection, which runs to its end on a blocking
+/// thread even when this future is dropped (a timeout, a client gone), and
+/// then with the returned export.
 pub(super) async fn prepare(
     state: &Arc<AppState>,
     caller: &Caller,
     req: &Request<hyper::body::Incoming>,
     dataset_id: &str,
     entry: &mut AuditEntry,
+    slot: Option<ExportSlot>,
 ) -> Result<Prepared, ApiError> {
     let agency = require_agency(caller)?.clone();
     entry.role = agency.roles.first().cloned().unwrap_or_default();
@@ -461,8 +468,11 @@ pub(super) async fn prepare(
     let (kind, area_prefix) = (ds.subject, grant.area_prefix.clone());
     let (t, cols) = (table.clone(), columns.clone());
     let filter = area_prefix.clone();
-    let (selected, rows) =
-        blocking(move || select_rows(&t, &cols, key, kind, filter.as_deref())).await?;
+    let (selected, rows, slot) = blocking(move || {
+        let (selected, rows) = select_rows(&t, &cols, key, kind, filter.as_deref());
+        (selected, rows, slot)
+    })
+    .await?;
     for c in &columns {
         let q = format!("{}.{}", ds.id, c.name);
         match c.access {
@@ -486,6 +496,7 @@ pub(super) async fn prepare(
         agency: agency.id.clone(),
         area_prefix,
         policy_version: policy.version.clone(),
+        _slot: slot,
     })
 }
 
@@ -864,7 +875,6 @@ pub(super) async fn respond(
     state: &Arc<AppState>,
     p: Prepared,
     mut entry: AuditEntry,
-    slot: Option<ExportSlot>,
 ) -> Response<super::routes::ResponseBody> {
     entry.decision = "allow".into();
     entry.status = StatusCode::OK.as_u16();
@@ -904,7 +914,7 @@ pub(super) async fn respond(
         ascii_json(&withheld_json(&p.withheld)),
     );
     debug_assert!(headers.contains_key(CONTENT_TYPE));
-    let body = start_stream(state, p, index, slot);
+    let body = start_stream(state, p, index);
     let mut resp = Response::new(super::routes::ResponseBody::Right(body));
     *resp.headers_mut() = headers;
     resp
@@ -947,20 +957,14 @@ pub fn ascii_json(v: &Value) -> String {
 
 /// Spawn the producer of an export's body (on a blocking thread: building,
 /// masking and encoding batches is CPU work) and return the body it feeds.
-/// The producer holds the export's slot until it is done.
-fn start_stream(
-    state: &Arc<AppState>,
-    p: Prepared,
-    audit_entry: u64,
-    slot: Option<ExportSlot>,
-) -> ExportBody {
+/// The producer holds the export's slot (in `p`) until it is done.
+fn start_stream(state: &Arc<AppState>, p: Prepared, audit_entry: u64) -> ExportBody {
     let (tx, rx) = tokio::sync::mpsc::channel(QUEUE_CHUNKS);
     let signer = state.signer.clone();
     let stall = state.request_timeout;
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        produce(p, audit_entry, signer.as_ref(), tx, runtime, stall);
-        drop(slot);
+        produce(p, audit_entry, signer.as_ref(), tx, runtime, stall)
     });
     ExportBody { rx }
 }
@@ -1275,6 +1279,7 @@ mod tests {
             agency: "a".into(),
             area_prefix: None,
             policy_version: "v".into(),
+            _slot: None,
         };
         let schema = export_schema(&p, 1);
         let mut got: Vec<(String, String)> = Vec::new();

@@ -391,7 +391,7 @@ fn ready(state: &AppState) -> Response<Full<Bytes>> {
 /// ready to stream (its audit entry not yet written).
 enum Answered {
     Reply(Reply),
-    Export(super::export::Prepared),
+    Export(Box<super::export::Prepared>),
 }
 
 /// How long a client refused an export slot should wait: exports take
@@ -459,8 +459,9 @@ async fn answer(
         r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         return r.map(Either::Left);
     }
-    // An export holds a slot from here to its last byte. Over a cap it is
-    // refused before any work and, like a 429 above, not audited.
+    // An export holds a slot from here to its last byte (through its row
+    // selection even if the request is given up). Over a cap it is refused
+    // before any work and, like a 429 above, not audited.
     let export = super::export::dataset_of(&method, req.uri().path()).map(str::to_string);
     let slot = match (&export, &caller.agency) {
         (Some(_), Some(agency)) => match state.limits.exports.take(&agency.id) {
@@ -502,9 +503,9 @@ async fn answer(
             let work = async {
                 match &export {
                     Some(dataset) => {
-                        super::export::prepare(state, caller, &req, dataset, &mut entry)
+                        super::export::prepare(state, caller, &req, dataset, &mut entry, slot)
                             .await
-                            .map(Answered::Export)
+                            .map(|p| Answered::Export(Box::new(p)))
                     }
                     None => dispatch(state, caller, req, &mut entry, &reading_body)
                         .await
@@ -529,7 +530,7 @@ async fn answer(
     let reply = match result {
         // Exports write their audit entry and stream on their own.
         Ok(Answered::Export(prepared)) => {
-            return super::export::respond(state, prepared, entry, slot).await;
+            return super::export::respond(state, *prepared, entry).await;
         }
         Ok(Answered::Reply(r)) => match r.body {
             Body::Canonical(c) => Ok((r.status, c, r.sealed)),
