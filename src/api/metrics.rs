@@ -169,7 +169,7 @@ impl Metrics {
             &mut out,
             "sharebroker_exports_running",
             "gauge",
-            "Exports being streamed now.",
+            "Exports running now: selecting their rows or streaming them.",
         );
         let _ = writeln!(out, "sharebroker_exports_running {}", snap.exports_running);
         let a = snap.audit;
