@@ -8,26 +8,28 @@ const STAR: char = '*';
 
 /// Keep `head` characters and `tail` characters, star the rest.
 fn keep_ends(value: &str, head: usize, tail: usize, out: &mut String) {
-    if value.is_ascii() {
-        // One byte a character (ID numbers, phone numbers): slices, not chars.
-        let n = value.len();
-        if n <= head + tail {
-            out.extend(std::iter::repeat_n(STAR, n));
-        } else {
-            out.push_str(&value[..head]);
-            out.extend(std::iter::repeat_n(STAR, n - head - tail));
-            out.push_str(&value[n - tail..]);
-        }
-        return;
-    }
-    let n = value.chars().count();
+    // ASCII (ID and phone numbers): one byte a character, nothing to count.
+    let ascii = value.is_ascii();
+    let n = if ascii {
+        value.len()
+    } else {
+        value.chars().count()
+    };
     if n <= head + tail {
         out.extend(std::iter::repeat_n(STAR, n));
         return;
     }
-    for (i, c) in value.chars().enumerate() {
-        out.push(if i < head || i >= n - tail { c } else { STAR });
-    }
+    // The byte offset of character `i` (< n).
+    let at = |i: usize| {
+        if ascii {
+            i
+        } else {
+            value.char_indices().nth(i).map_or(value.len(), |(b, _)| b)
+        }
+    };
+    out.push_str(&value[..at(head)]);
+    out.extend(std::iter::repeat_n(STAR, n - head - tail));
+    out.push_str(&value[at(n - tail)..]);
 }
 
 /// The masked form of a value.
