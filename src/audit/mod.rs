@@ -411,21 +411,29 @@ impl AuditLog {
         let segment = segments(dir)?.len().max(1) as u64;
         let log_path = dir.join(segment_name(segment));
         let existed = log_path.exists();
-        if let Some((path, r)) = &replayed.last
-            && r.tail_bytes > 0
-        {
-            if r.torn_tail_bytes > 0 || r.zeros_hid_data {
+        if let Some((path, r)) = &replayed.last {
+            let len = fs::metadata(path)
+                .map_err(|source| AuditError::Io {
+                    action: "stat audit log",
+                    path: path.clone(),
+                    source,
+                })?
+                .len();
+            if r.torn_tail_bytes > 0 {
                 tracing::warn!(
                     path = %path.display(),
                     torn_bytes = r.torn_tail_bytes,
                     kept_entries = replayed.entries,
                     "truncating torn last line of audit log"
                 );
-            } else {
-                // The zeros a writer that did not close (killed, power cut) kept ahead.
-                tracing::info!(path = %path.display(), zero_bytes = r.tail_bytes, "cutting the zero-filled tail of the audit log");
+            } else if len > r.good_len {
+                // The zeros a writer that did not close (killed, power cut) kept ahead, and
+                // whatever of a never-acknowledged batch lies after them.
+                tracing::info!(path = %path.display(), bytes = len - r.good_len, "cutting the zero-filled tail of the audit log");
             }
-            truncate(path, r.good_len)?;
+            if len > r.good_len {
+                truncate(path, r.good_len)?;
+            }
         }
         // Written at offsets (after the last line), not appended.
         let file = OpenOptions::new()
@@ -1018,12 +1026,6 @@ struct Replay {
     good_len: u64,
     /// Bytes of an unterminated last line, up to the zeros if any.
     torn_tail_bytes: u64,
-    /// Bytes after the complete lines: the torn line, and in the last segment zeros and
-    /// whatever follows them. What opening the log cuts.
-    tail_bytes: u64,
-    /// In the last segment, non-zero bytes after the first zero: a batch whose blocks a
-    /// power cut left partly unwritten (never acknowledged).
-    zeros_hid_data: bool,
 }
 
 /// Reads complete lines of a segment in order, verifying each, up to `max_entries`;
@@ -1046,8 +1048,6 @@ fn replay(
         entries: 0,
         good_len: 0,
         torn_tail_bytes: 0,
-        tail_bytes: 0,
-        zeros_hid_data: false,
     };
     while replay.entries < max_entries {
         line.clear();
@@ -1066,29 +1066,10 @@ fn replay(
         // never-acknowledged batch that were not written.
         if last_segment && let Some(zero) = line.iter().position(|&b| b == 0) {
             replay.torn_tail_bytes = zero as u64;
-            let mut rest = line[zero..].iter().any(|&b| b != 0);
-            let mut tail = n as u64;
-            loop {
-                let buf = reader.fill_buf().map_err(|source| AuditError::Io {
-                    action: "read audit log",
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                if buf.is_empty() {
-                    break;
-                }
-                rest |= buf.iter().any(|&b| b != 0);
-                let k = buf.len();
-                tail += k as u64;
-                reader.consume(k);
-            }
-            replay.tail_bytes = tail;
-            replay.zeros_hid_data = rest;
             break;
         }
         if line.last() != Some(&b'\n') {
             replay.torn_tail_bytes = n as u64;
-            replay.tail_bytes = n as u64;
             break;
         }
         let line_no = replay.entries + 1;
