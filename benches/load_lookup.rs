@@ -46,7 +46,7 @@
 //! ```
 //!
 //! `BROKER_BIN=path` serves with another build of `sharebroker` (before /
-//! after a change); `BROKER_SETTINGS='audit_commit_delay_us = 0'` adds
+//! after a change); `BROKER_SETTINGS='seal_mode = "response"'` adds
 //! lines to the broker's settings file (the same build, set otherwise).
 //! `PERF_OUT=/tmp/broker.perf` records the broker with `perf record -g`
 //! over the first round's measured window (the profiler's own cost is then in the figures);
@@ -979,28 +979,29 @@ async fn run_rounds(settings: &Settings, o: &Opts, sample: &[String]) -> Vec<(Fi
     let open_secs = (opened - t).as_secs_f64();
     let first_secs = opened.elapsed().as_secs_f64();
 
-    // The measured rounds, each followed by pgbench's.
-    let mut agents = Vec::new();
-    let mut h2 = Vec::new();
-    for c in 0..o.conns {
-        let sender = if o.http2 {
-            if h2.len() < o.h2_conns {
-                h2.push(Sender::connect(addr, config.clone(), true).await);
-            }
-            h2[c % h2.len()].clone()
-        } else {
-            Sender::connect(addr, config.clone(), false).await
-        };
-        agents.push(Agent::new(sender, signer.clone()));
-    }
-    let mut probe = Agent::new(
-        Sender::connect(addr, config.clone(), false).await,
-        signer.clone(),
-    );
+    // The measured rounds, each followed by pgbench's. Each round connects
+    // anew: a connection left idle through pgbench's window could meet the
+    // broker's timeouts.
     let mut rounds = Vec::new();
     for round in 0..o.rounds {
-        let (mut figures, back) = measure(&broker, &mut probe, agents, &lookups, o, round).await;
-        agents = back;
+        let mut agents = Vec::new();
+        let mut h2 = Vec::new();
+        for c in 0..o.conns {
+            let sender = if o.http2 {
+                if h2.len() < o.h2_conns {
+                    h2.push(Sender::connect(addr, config.clone(), true).await);
+                }
+                h2[c % h2.len()].clone()
+            } else {
+                Sender::connect(addr, config.clone(), false).await
+            };
+            agents.push(Agent::new(sender, signer.clone()));
+        }
+        let mut probe = Agent::new(
+            Sender::connect(addr, config.clone(), false).await,
+            signer.clone(),
+        );
+        let mut figures = measure(&broker, &mut probe, agents, &lookups, o, round).await;
         figures.open_secs = open_secs;
         figures.first_secs = first_secs;
         eprintln!(
@@ -1031,8 +1032,7 @@ async fn run_rounds(settings: &Settings, o: &Opts, sample: &[String]) -> Vec<(Fi
 }
 
 /// One measured window: every agent looks up its shuffled applicants in a
-/// closed loop for WARMUP + SECONDS seconds. The agents come back for the
-/// next round, their connections open. The first round is the one
+/// closed loop for WARMUP + SECONDS seconds. The first round is the one
 /// profiled with PERF_OUT.
 async fn measure(
     broker: &Broker,
@@ -1041,7 +1041,7 @@ async fn measure(
     lookups: &Arc<Vec<Lookup>>,
     o: &Opts,
     round: usize,
-) -> (Figures, Vec<Agent>) {
+) -> Figures {
     let start = Instant::now() + Duration::from_secs(o.warmup);
     let end = start + Duration::from_secs(o.seconds);
     let mut tasks = Vec::new();
@@ -1074,7 +1074,7 @@ async fn measure(
                     latencies.push((done - t).as_nanos() as u64);
                 }
             }
-            (agent, latencies, failures, first_failure)
+            (latencies, failures, first_failure)
         }));
     }
     let pid = broker.pid();
@@ -1114,13 +1114,11 @@ async fn measure(
     if let Some(mut p) = perf {
         let _ = p.wait();
     }
-    let mut agents = Vec::new();
     let mut all = Vec::new();
     let mut failures = 0;
     let mut first_failure = None;
     for task in tasks {
-        let (agent, l, f, ff) = task.await.expect("load task");
-        agents.push(agent);
+        let (l, f, ff) = task.await.expect("load task");
         all.extend(l);
         failures += f;
         first_failure = first_failure.or(ff);
@@ -1135,7 +1133,7 @@ async fn measure(
     let secs = o.seconds as f64;
     let ticks = m1.1 - m0.1;
     let requests = all.len().max(1) as f64;
-    let figures = Figures {
+    Figures {
         rate: all.len() as f64 / secs,
         requests: all.len() as f64,
         p50_us: percentile_us(&all, 0.50),
@@ -1157,8 +1155,7 @@ async fn measure(
             .zip(commits1)
             .map(|((e0, b0), (e1, b1))| (e1 - e0, b1 - b0)),
         instructions_per_request: None,
-    };
-    (figures, agents)
+    }
 }
 
 /// Switch callgrind's instrumentation of the broker on or off.
