@@ -407,28 +407,22 @@ fn exports_busy(
 ) -> Response<Full<Bytes>> {
     use super::limits::ExportsBusy;
     let secs = EXPORT_RETRY_AFTER_SECS;
-    let e = match busy {
-        ExportsBusy::Agency(n) => {
-            state.metrics.record_export_refused(agency, "agency");
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_exports",
-                format!(
-                    "this agency already runs {n} exports, as many as it may at once; retry after {secs} s"
-                ),
-            )
-        }
-        ExportsBusy::Broker(n) => {
-            state.metrics.record_export_refused(agency, "broker");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "exports_busy",
-                format!(
-                    "the broker already runs {n} exports, as many as it runs at once; retry after {secs} s"
-                ),
-            )
-        }
+    let (status, code, cap, what) = match busy {
+        ExportsBusy::Agency(n) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_exports",
+            "agency",
+            format!("this agency already runs {n} exports, as many as it may at once"),
+        ),
+        ExportsBusy::Broker(n) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "exports_busy",
+            "broker",
+            format!("the broker already runs {n} exports, as many as it runs at once"),
+        ),
     };
+    state.metrics.record_export_refused(agency, cap);
+    let e = ApiError::new(status, code, format!("{what}; retry after {secs} s"));
     let mut r = json_response(e.status, &error_body(&e));
     r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
     r
