@@ -128,6 +128,11 @@ struct Columns<'a> {
 }
 
 impl Columns<'_> {
+    /// The rows of the batch.
+    fn rows(&self) -> std::ops::Range<usize> {
+        0..self.batch.num_rows()
+    }
+
     /// Row `i` of the `c`th text column the loader named.
     fn text(&self, c: usize, i: usize) -> String {
         self.text[c].value(i).to_string()
@@ -145,14 +150,14 @@ fn corrupt(table: &str, reason: String) -> StoreError {
     }
 }
 
-/// Every row of `table`'s current version (none before its first), each
-/// built by `row` from its batch's columns (`text` named up front) and its
-/// index.
+/// Every row of `table`'s current version (none before its first): `rows`
+/// builds a batch's rows from its columns (`text` named up front, others
+/// taken once per batch with [`Columns::typed`]).
 fn load_rows<T>(
     store: &TableStore,
     table: &str,
     text: &[&str],
-    mut row: impl FnMut(&Columns<'_>, usize) -> Result<T, StoreError>,
+    mut rows: impl FnMut(&Columns<'_>) -> Result<Vec<T>, StoreError>,
 ) -> Result<Vec<T>, StoreError> {
     let Some(m) = store.current(table)? else {
         return Ok(Vec::new());
@@ -168,26 +173,28 @@ fn load_rows<T>(
             batch: &batch,
             text,
         };
-        for i in 0..batch.num_rows() {
-            out.push(row(&columns, i)?);
-        }
+        out.extend(rows(&columns)?);
     }
     Ok(out)
 }
 
 /// Every decision, oldest first.
 pub fn load_decision_rows(store: &TableStore) -> Result<Vec<DecisionRow>, StoreError> {
-    load_rows(store, DECISIONS_TABLE, &DECISION_COLUMNS, |c, i| {
-        let v = |k: usize| c.text(k, i);
-        Ok(DecisionRow {
-            source: v(0),
-            record_id: v(1),
-            decision: v(2),
-            subject_id: v(3),
-            steward: v(4),
-            note: v(5),
-            decided_at: v(6),
-        })
+    load_rows(store, DECISIONS_TABLE, &DECISION_COLUMNS, |c| {
+        Ok(c.rows()
+            .map(|i| {
+                let v = |k: usize| c.text(k, i);
+                DecisionRow {
+                    source: v(0),
+                    record_id: v(1),
+                    decision: v(2),
+                    subject_id: v(3),
+                    steward: v(4),
+                    note: v(5),
+                    decided_at: v(6),
+                }
+            })
+            .collect())
     })
 }
 
@@ -245,56 +252,71 @@ pub enum DecideError {
 
 /// The current review queue.
 pub fn load_review(store: &TableStore) -> Result<Vec<ReviewItem>, StoreError> {
-    load_rows(store, REVIEW_TABLE, &REVIEW_TEXT, |c, i| {
-        let v = |k: usize| c.text(k, i);
-        Ok(ReviewItem {
-            source: v(0),
-            agency: v(1),
-            record_id: v(2),
-            written_id: v(3),
-            name: v(4),
-            subject_id: v(5),
-            subject_name: v(6),
-            evidence: v(7),
-            candidates: c.typed::<UInt64Array>("candidates")?.value(i) as usize,
-            probability: c.typed::<Float64Array>("probability")?.value(i),
-        })
+    load_rows(store, REVIEW_TABLE, &REVIEW_TEXT, |c| {
+        let candidates = c.typed::<UInt64Array>("candidates")?;
+        let probability = c.typed::<Float64Array>("probability")?;
+        Ok(c.rows()
+            .map(|i| {
+                let v = |k: usize| c.text(k, i);
+                ReviewItem {
+                    source: v(0),
+                    agency: v(1),
+                    record_id: v(2),
+                    written_id: v(3),
+                    name: v(4),
+                    subject_id: v(5),
+                    subject_name: v(6),
+                    evidence: v(7),
+                    candidates: candidates.value(i) as usize,
+                    probability: probability.value(i),
+                }
+            })
+            .collect())
     })
 }
 
 /// The current quarantine.
 pub fn load_quarantine(store: &TableStore) -> Result<Vec<QuarantineEntry>, StoreError> {
     let text = ["source", "agency", "record_id", "field", "reason", "raw"];
-    load_rows(store, crate::pull::QUARANTINE_TABLE, &text, |c, i| {
-        let v = |k: usize| c.text(k, i);
-        Ok(QuarantineEntry {
-            source: v(0),
-            agency: v(1),
-            position: c.typed::<UInt64Array>("position")?.value(i),
-            record_id: v(2),
-            field: v(3),
-            reason: v(4),
-            raw: v(5),
-        })
+    load_rows(store, crate::pull::QUARANTINE_TABLE, &text, |c| {
+        let position = c.typed::<UInt64Array>("position")?;
+        Ok(c.rows()
+            .map(|i| {
+                let v = |k: usize| c.text(k, i);
+                QuarantineEntry {
+                    source: v(0),
+                    agency: v(1),
+                    position: position.value(i),
+                    record_id: v(2),
+                    field: v(3),
+                    reason: v(4),
+                    raw: v(5),
+                }
+            })
+            .collect())
     })
 }
 
 /// The current data-quality findings.
 pub fn load_findings(store: &TableStore) -> Result<Vec<Finding>, StoreError> {
     let text = crate::ingest::resolve::FINDING_COLUMNS;
-    load_rows(store, crate::pull::FINDINGS_TABLE, &text, |c, i| {
-        let v = |k: usize| c.text(k, i);
-        Ok(Finding {
-            subject_id: v(0),
-            field: v(1),
-            owner: v(2),
-            kept_value: v(3),
-            kept_agency: v(4),
-            kept_record: v(5),
-            other_value: v(6),
-            other_agency: v(7),
-            other_record: v(8),
-        })
+    load_rows(store, crate::pull::FINDINGS_TABLE, &text, |c| {
+        Ok(c.rows()
+            .map(|i| {
+                let v = |k: usize| c.text(k, i);
+                Finding {
+                    subject_id: v(0),
+                    field: v(1),
+                    owner: v(2),
+                    kept_value: v(3),
+                    kept_agency: v(4),
+                    kept_record: v(5),
+                    other_value: v(6),
+                    other_agency: v(7),
+                    other_record: v(8),
+                }
+            })
+            .collect())
     })
 }
 
@@ -487,6 +509,20 @@ mod tests {
         let rows = load_decision_rows(&store).expect("rows");
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].note, "different birth place");
+    }
+
+    #[test]
+    fn a_review_table_without_a_typed_column_is_reported() {
+        let store = TableStore::in_memory();
+        let mut damaged = review_batch(&[item("MZ1")]);
+        let at = damaged.schema().index_of("probability").unwrap();
+        damaged.remove_column(at);
+        store.commit(REVIEW_TABLE, &[damaged]).expect("commit");
+        let e = load_review(&store).unwrap_err();
+        assert!(
+            e.to_string().contains("no float column `probability`"),
+            "{e}"
+        );
     }
 
     #[test]
