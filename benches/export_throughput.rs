@@ -38,6 +38,12 @@ use sharebroker::pki::PkiPaths;
 
 use common::{cpu_seconds, env_or, prepared_store, status_mib};
 
+/// The allocator of the `sharebroker` binary (src/main.rs): the broker runs
+/// in this process, and with glibc malloc every 1 MiB body chunk and batch
+/// column was a fresh mapping, zeroed page by page.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Rules and grants added to a copy of the repo's policies: one agency
 /// reads every shared population field in clear, the other masked (the
 /// counter's own rules keep names in clear and addresses masked).
