@@ -835,8 +835,8 @@ fn prefecture_stem(prefecture: &str) -> &str {
 /// match, then the longest.
 ///
 /// One pass of an Aho–Corasick automaton over the address finds every
-/// county name and every prefecture stem (masking calls this for every
-/// address of a bulk export). The same pass checks that the address is
+/// county name and every prefecture stem, up to where no later county
+/// could win (masking calls this for every address of a bulk export). The same pass checks that the address is
 /// plain text NFKC leaves alone, as nearly all are: only when it is not is
 /// it normalised (copied) and searched again.
 pub fn address_area(raw: &str) -> Option<&'static Area> {
@@ -903,9 +903,19 @@ const PLAIN_BYTE: [bool; 256] = {
 
 /// The search of [`address_area`] over `addr` as it is; with
 /// `check_plain`, `NotPlain` as soon as a byte shows the address might
-/// need normalising first.
+/// need normalising first. Bytes past the point where no county could beat
+/// the best one found are not read: normalising them could not change the
+/// result either.
 fn scan_areas(addr: &str, check_plain: bool) -> Result<Option<(&'static Area, usize)>, NotPlain> {
-    let names = AreaNames::get();
+    scan_names(AreaNames::get(), addr, check_plain)
+}
+
+/// [`scan_areas`] over the names of `names`.
+fn scan_names(
+    names: &AreaNames,
+    addr: &str,
+    check_plain: bool,
+) -> Result<Option<(&'static Area, usize)>, NotPlain> {
     // Only a county's first occurrence counts (as `str::find` would).
     let mut seen = [0u64; AREA_SLOTS / 64];
     // Where each prefecture stem first ends: a prefecture is named before
@@ -913,17 +923,38 @@ fn scan_areas(addr: &str, check_plain: bool) -> Result<Option<(&'static Area, us
     // full name counts too) ends at or before `pos`. Matches come in order
     // of their end, so every such stem is seen before the county.
     let mut stem_end = [usize::MAX; STEM_SLOTS];
-    // (area, (prefecture not named before it, position, longest first))
-    type Ranked = (&'static Area, (bool, usize, std::cmp::Reverse<usize>));
+    // (area, (prefecture not named before it, position, longest first), reach)
+    type Ranked = (
+        &'static Area,
+        (bool, usize, std::cmp::Reverse<usize>),
+        usize,
+    );
     let mut best: Option<Ranked> = None;
     // Every match of every name, in order of where it ends (what an
     // overlapping search reports), walking the DFA by hand: the crate's
     // overlapping iterator, through its generic state, costs a third more.
     let dfa = &names.automaton;
-    let mut state = dfa
-        .start_state(Anchored::No)
-        .expect("an unanchored DFA has an unanchored start");
-    for (at, &byte) in addr.as_bytes().iter().enumerate() {
+    // Nearly every address starts with the region's name, which names no
+    // area: start from the state after it instead of walking it again.
+    let (mut state, from) = match names.after_region {
+        Some(after) if addr.starts_with(REGION) => (after, REGION.len()),
+        _ => (
+            dfa.start_state(Anchored::No)
+                .expect("an unanchored DFA has an unanchored start"),
+            0,
+        ),
+    };
+    for (at, &byte) in addr.as_bytes().iter().enumerate().skip(from) {
+        // Once the best so far has its prefecture named before it, only a
+        // county starting at or before it could beat it, so one whose name
+        // holds the best's: none ends from here on (the best's `reach`).
+        // The rest is not read, not even to check that it is plain, since
+        // normalising it could not move anything before it.
+        if let Some((_, (false, start, _), reach)) = best
+            && at >= start + reach
+        {
+            break;
+        }
         if check_plain && !PLAIN_BYTE[usize::from(byte)] {
             return Err(NotPlain);
         }
@@ -944,7 +975,7 @@ fn scan_areas(addr: &str, check_plain: bool) -> Result<Option<(&'static Area, us
                     continue;
                 }
                 seen[i / 64] |= 1 << (i % 64);
-                let area = &areas::AREAS[i];
+                let area = &names.areas[i];
                 let prefecture_named = stem_end[names.stem_of[i]] <= start;
                 let key = (
                     !prefecture_named,
@@ -952,14 +983,14 @@ fn scan_areas(addr: &str, check_plain: bool) -> Result<Option<(&'static Area, us
                     std::cmp::Reverse(area.county.len()),
                 );
                 // Ties keep the earlier area of the list, as `min_by_key` did.
-                if best.as_ref().is_none_or(|(_, b)| key < *b) {
-                    best = Some((area, key));
+                if best.as_ref().is_none_or(|(_, b, _)| key < *b) {
+                    best = Some((area, key, name.reach));
                 }
             }
         }
     }
     // A county counts at its first occurrence: where `str::find` finds it.
-    Ok(best.map(|(area, (_, start, _))| (area, start)))
+    Ok(best.map(|(area, (_, start, _), _)| (area, start)))
 }
 
 /// Areas [`address_area`] can track (a test holds the list below it).
@@ -972,59 +1003,91 @@ const STEM_SLOTS: usize = 64;
 struct AreaName {
     counties: Vec<usize>,
     stem: Option<usize>,
+    /// For a county name: how far past its start a county name holding it
+    /// (itself included) reaches, in bytes. Past that no match can start
+    /// at or before it.
+    reach: usize,
 }
 
 /// Every county name and prefecture stem in one automaton.
 struct AreaNames {
+    /// The areas searched for (`AREAS`, but for tests).
+    areas: &'static [Area],
     automaton: aho_corasick::dfa::DFA,
     patterns: Vec<AreaName>,
     /// Per area, the number of its prefecture's stem.
     stem_of: Vec<usize>,
+    /// The automaton's state after [`REGION`], when walking it meets no
+    /// name and no byte that is not plain.
+    after_region: Option<aho_corasick::automaton::StateID>,
 }
+
+/// The region's name, which begins nearly every address.
+const REGION: &str = "新疆维吾尔自治区";
 
 impl AreaNames {
     fn get() -> &'static AreaNames {
         static NAMES: std::sync::OnceLock<AreaNames> = std::sync::OnceLock::new();
-        NAMES.get_or_init(|| {
-            let mut strings: Vec<&'static str> = Vec::new();
-            let mut patterns: Vec<AreaName> = Vec::new();
-            let mut stems: Vec<&'static str> = Vec::new();
-            let mut stem_of = Vec::with_capacity(areas::AREAS.len());
-            let mut pattern_of = |name: &'static str, patterns: &mut Vec<AreaName>| {
-                let at = index_or_push(&mut strings, name);
-                if at == patterns.len() {
-                    patterns.push(AreaName {
-                        counties: Vec::new(),
-                        stem: None,
-                    });
+        NAMES.get_or_init(|| AreaNames::new(areas::AREAS))
+    }
+
+    fn new(list: &'static [Area]) -> AreaNames {
+        let mut strings: Vec<&'static str> = Vec::new();
+        let mut patterns: Vec<AreaName> = Vec::new();
+        let mut stems: Vec<&'static str> = Vec::new();
+        let mut stem_of = Vec::with_capacity(list.len());
+        let mut pattern_of = |name: &'static str, patterns: &mut Vec<AreaName>| {
+            let at = index_or_push(&mut strings, name);
+            if at == patterns.len() {
+                patterns.push(AreaName {
+                    counties: Vec::new(),
+                    stem: None,
+                    reach: name.len(),
+                });
+            }
+            at
+        };
+        for (i, area) in list.iter().enumerate() {
+            let county = pattern_of(area.county, &mut patterns);
+            patterns[county].counties.push(i);
+            let prefecture = prefecture_stem(area.prefecture);
+            let stem = index_or_push(&mut stems, prefecture);
+            let named = pattern_of(prefecture, &mut patterns);
+            patterns[named].stem = Some(stem);
+            stem_of.push(stem);
+        }
+        for (name, pattern) in strings.iter().zip(patterns.iter_mut()) {
+            for holder in list.iter().map(|a| a.county) {
+                for (at, _) in holder.match_indices(name) {
+                    pattern.reach = pattern.reach.max(holder.len() - at);
                 }
-                at
-            };
-            for (i, area) in areas::AREAS.iter().enumerate() {
-                let county = pattern_of(area.county, &mut patterns);
-                patterns[county].counties.push(i);
-                let prefecture = prefecture_stem(area.prefecture);
-                let stem = index_or_push(&mut stems, prefecture);
-                let named = pattern_of(prefecture, &mut patterns);
-                patterns[named].stem = Some(stem);
-                stem_of.push(stem);
             }
-            assert!(
-                areas::AREAS.len() <= AREA_SLOTS && stems.len() <= STEM_SLOTS,
-                "the area list outgrew address_area's slots"
-            );
-            // No prefilter: the search walks every byte itself, and without
-            // one the start state is not a special state to test for.
-            let automaton = aho_corasick::dfa::DFA::builder()
-                .prefilter(false)
-                .build(&strings)
-                .expect("county and prefecture names build an automaton");
-            AreaNames {
-                automaton,
-                patterns,
-                stem_of,
-            }
-        })
+        }
+        assert!(
+            list.len() <= AREA_SLOTS && stems.len() <= STEM_SLOTS,
+            "the area list outgrew address_area's slots"
+        );
+        // No prefilter: the search walks every byte itself, and without
+        // one the start state is not a special state to test for.
+        let automaton = aho_corasick::dfa::DFA::builder()
+            .prefilter(false)
+            .build(&strings)
+            .expect("county and prefecture names build an automaton");
+        let start = automaton
+            .start_state(Anchored::No)
+            .expect("an unanchored DFA has an unanchored start");
+        let after_region = REGION.bytes().try_fold(start, |state, byte| {
+            let next = automaton.next_state(Anchored::No, state, byte);
+            let named = automaton.is_special(next) && automaton.is_match(next);
+            (PLAIN_BYTE[usize::from(byte)] && !named).then_some(next)
+        });
+        AreaNames {
+            areas: list,
+            automaton,
+            patterns,
+            stem_of,
+            after_region,
+        }
     }
 }
 
@@ -1779,6 +1842,53 @@ mod tests {
                 "{raw}"
             );
         }
+        // Nearly every address starts with the region's name: the scan
+        // starts after it, and the inputs above cover both.
+        assert!(AreaNames::get().after_region.is_some());
+    }
+
+    /// The scan stops once no county could beat the best found, which
+    /// depends on which names hold others. No two counties of the real list
+    /// nest, so a list where they do checks where it stops.
+    #[test]
+    fn a_county_whose_name_holds_the_best_one_is_still_found() {
+        const fn area(code: &'static str, prefecture: &'static str, county: &'static str) -> Area {
+            Area {
+                code,
+                prefecture,
+                county,
+            }
+        }
+        static NESTED: [Area; 4] = [
+            area("659901", "甲地区", "乙县"),
+            area("659902", "甲地区", "乙县城区"),
+            area("659903", "甲地区", "县城"),
+            area("659904", "丁地区", "戊县"),
+        ];
+        let names = AreaNames::new(&NESTED);
+        let found = |addr: &str| {
+            scan_names(&names, addr, true)
+                .unwrap_or_else(|NotPlain| panic!("{addr} is plain"))
+                .map(|(area, at)| (area.code, at))
+        };
+        let at = |addr: &str, county: &str| addr.find(county).expect("county in address");
+        // Named as early and longer: the longer name wins, though it ends
+        // past where the shorter one would have stopped the scan.
+        let a = "新疆维吾尔自治区甲地区乙县城区5号";
+        assert_eq!(found(a), Some(("659902", at(a, "乙县城区"))));
+        // Starting later, a county whose name overlaps the best's loses.
+        let b = "甲地区乙县城3号";
+        assert_eq!(found(b), Some(("659901", at(b, "乙县"))));
+        // Once the best is settled nothing after it is read: not a county,
+        // nor text that would need normalising.
+        let c = "甲地区乙县戊县　１２号";
+        assert_eq!(found(c), Some(("659901", at(c, "乙县"))));
+        // Without its prefecture before it, a county can still be beaten by
+        // a later one that has it, so the scan reads on: here into text
+        // that needs normalising, and here to a county that beats it.
+        assert!(scan_names(&names, "乙县１２号丁地区戊县", true).is_err());
+        let d = "乙县丁地区戊县１２号";
+        assert_eq!(found(d), Some(("659904", at(d, "戊县"))));
     }
 
     #[test]
