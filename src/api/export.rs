@@ -511,8 +511,8 @@ fn accepts_trailers(headers: &HeaderMap) -> bool {
 
 /// Positions (ascending, distinct) of the table's columns to read, and for
 /// each output column its index among them.
-fn read_plan(columns: &[OutColumn], extra: Option<usize>) -> (Vec<usize>, Vec<usize>) {
-    let mut positions: Vec<usize> = columns.iter().map(|c| c.position).chain(extra).collect();
+fn read_plan(columns: &[OutColumn]) -> (Vec<usize>, Vec<usize>) {
+    let mut positions: Vec<usize> = columns.iter().map(|c| c.position).collect();
     positions.sort_unstable();
     positions.dedup();
     let index = columns
@@ -536,27 +536,30 @@ fn select_rows(
     kind: SubjectKind,
     area_prefix: Option<&str>,
 ) -> (Vec<u64>, u64) {
-    let key = area_prefix.and(key);
-    let (positions, index) = read_plan(columns, key);
-    let key_at = key.and_then(|k| positions.binary_search(&k).ok());
-    let mut cells = vec![None; positions.len()];
+    let exported: Vec<usize> = columns.iter().map(|c| c.position).collect();
+    let area = area_prefix.zip(key);
+    let mut key_cell = [None];
     let mut bits = vec![0u64; table.rows().div_ceil(64)];
     let mut count = 0u64;
-    for r in 0..table.rows() {
-        if !table.serves_row(r) {
-            continue;
-        }
-        let selected = match (area_prefix, key_at) {
-            (Some(prefix), Some(k)) => {
-                table.cells_into(r, &positions, &mut cells);
-                cells[k].is_some_and(|key| crate::policy::key_area(kind, key).starts_with(prefix))
-                    && index.iter().any(|&i| cells[i].is_some())
+    for (w, word) in bits.iter_mut().enumerate() {
+        // Rows with an exported value, 64 at a time; then each one's own checks.
+        let mut candidates = table.any_present(w, &exported);
+        while candidates != 0 {
+            let bit = candidates & candidates.wrapping_neg();
+            candidates ^= bit;
+            let r = w * 64 + bit.trailing_zeros() as usize;
+            if !table.serves_row(r) {
+                continue;
             }
-            // Without an area, `positions` are the exported columns only.
-            _ => table.any_cell(r, &positions),
-        };
-        if selected {
-            bits[r / 64] |= 1 << (r % 64);
+            if let Some((prefix, key)) = area {
+                table.cells_into(r, &[key], &mut key_cell);
+                if !key_cell[0]
+                    .is_some_and(|k| crate::policy::key_area(kind, k).starts_with(prefix))
+                {
+                    continue;
+                }
+            }
+            *word |= bit;
             count += 1;
         }
     }
@@ -721,7 +724,7 @@ struct BatchPlan {
 
 impl BatchPlan {
     fn new(p: &Prepared) -> BatchPlan {
-        let (positions, index) = read_plan(&p.columns, None);
+        let (positions, index) = read_plan(&p.columns);
         let masks = p
             .columns
             .iter()

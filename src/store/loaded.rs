@@ -101,6 +101,10 @@ pub struct LoadedTable {
     data: Vec<u8>,
     /// Where each row's cells start in `data`; one more entry at the end.
     row_starts: Vec<u64>,
+    /// Per column, one bit a row (row `r` at bit `r % 64` of word `r / 64`):
+    /// whether the row has a value there. Bulk reads select rows 64 at a
+    /// time from these instead of walking every row's cells.
+    present: Vec<Vec<u64>>,
     key_column: usize,
     index: HashMap<u64, u32, BuildHasherDefault<PassThrough>>,
     /// Keys whose hash another key already had.
@@ -274,6 +278,9 @@ impl LoadedTable {
         advise_huge_pages(&row_starts);
         Ok(LoadedTable {
             dictionaries: (0..schema.fields().len()).map(|_| None).collect(),
+            present: (0..schema.fields().len())
+                .map(|_| Vec::with_capacity(rows.div_ceil(64)))
+                .collect(),
             schema,
             columns,
             data,
@@ -316,9 +323,18 @@ impl LoadedTable {
         for r in 0..batch.num_rows() {
             let global = self.row_starts.len() as u32;
             self.row_starts.push(self.data.len() as u64);
+            let (word, bit) = (global as usize / 64, 1u64 << (global % 64));
+            if bit == 1 {
+                for p in &mut self.present {
+                    p.push(0);
+                }
+            }
             let mut previous: Option<&str> = None;
             for (c, col) in cells.iter().enumerate() {
                 let value = col.get(r);
+                if value.is_some() {
+                    self.present[c][word] |= bit;
+                }
                 match value {
                     None => self.data.push(NULL),
                     Some(v) if c > 0 && previous == Some(v) => self.data.push(SAME_AS_PREVIOUS),
@@ -385,6 +401,9 @@ impl LoadedTable {
         }
         self.data.shrink_to_fit();
         self.row_starts.shrink_to_fit();
+        for p in &mut self.present {
+            p.shrink_to_fit();
+        }
     }
 
     fn row_at(&self, global: u32) -> Row<'_> {
@@ -436,20 +455,15 @@ impl LoadedTable {
         }
     }
 
-    /// Whether row `row` has a value in any of `columns` (positions,
-    /// strictly ascending): [`LoadedTable::cells_into`] without decoding, for
-    /// selecting rows before reading them.
-    pub fn any_cell(&self, row: usize, columns: &[usize]) -> bool {
-        let mut any = false;
-        self.visit_cells(row, columns, |_, cells, at, col| {
-            any = match cells[at] {
-                INLINE => true,
-                INTERNED => self.cell_value(cells, at, col).is_some(),
-                _ => false,
-            };
-            !any
-        });
-        any
+    /// Which of rows `64 * word ..` (bit `i` for row `64 * word + i`) have
+    /// a value in any of `columns` (positions; unknown ones have none):
+    /// where [`LoadedTable::cells_into`] would find one, for selecting rows
+    /// before reading them.
+    pub fn any_present(&self, word: usize, columns: &[usize]) -> u64 {
+        columns
+            .iter()
+            .filter_map(|&c| self.present.get(c)?.get(word))
+            .fold(0, |any, bits| any | bits)
     }
 
     /// One pass over row `row`'s packed cells up to the last of `columns`
@@ -545,6 +559,7 @@ impl LoadedTable {
             .sum();
         self.data.capacity()
             + self.row_starts.capacity() * 8
+            + self.present.iter().map(|p| p.capacity() * 8).sum::<usize>()
             + dictionaries
             + self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
     }
@@ -682,6 +697,44 @@ mod tests {
     }
 
     #[test]
+    fn rows_with_a_value_are_found_64_at_a_time_across_batches() {
+        // Batches of 50 and 100 rows: words of the bitmaps span batches.
+        let keys: Vec<String> = (0..150).map(|i| format!("k{i}")).collect();
+        let value = |i: usize| {
+            (!i.is_multiple_of(3)).then_some(if i.is_multiple_of(5) { "x" } else { "yy" })
+        };
+        let batches = [0..50, 50..150]
+            .into_iter()
+            .map(|range| {
+                let refs: Vec<&str> = keys[range.clone()].iter().map(String::as_str).collect();
+                let values: Vec<Option<&str>> = range.map(value).collect();
+                batch(&refs, &values)
+            })
+            .collect();
+        let t = LoadedTable::new(manifest(), batches, "key").expect("index");
+        for cols in [&[1usize][..], &[1, 2], &[0, 1], &[3], &[]] {
+            for word in 0..3 {
+                let want = (0..64)
+                    .filter(|i| {
+                        let r = word * 64 + i;
+                        let mut out = vec![None; cols.len()];
+                        r < t.rows() && {
+                            t.cells_into(r, cols, &mut out);
+                            out.iter().any(Option::is_some)
+                        }
+                    })
+                    .fold(0u64, |bits, i| bits | 1 << i);
+                assert_eq!(t.any_present(word, cols), want, "{cols:?} word {word}");
+            }
+        }
+        assert_eq!(
+            t.any_present(1, &[1]).count_ones(),
+            43,
+            "rows 64..128 with v"
+        );
+    }
+
+    #[test]
     fn bulk_reads_see_the_rows_and_cells_lookups_see() {
         let t = LoadedTable::new(
             manifest(),
@@ -713,17 +766,16 @@ mod tests {
         let mut one = [None];
         t.cells_into(1, &[1], &mut one);
         assert_eq!(one, [None], "null");
-        // `any_cell` says whether `cells_into` would find a value.
-        for r in 0..t.rows() {
-            for cols in [&[0usize, 2, 3][..], &[1], &[1, 2], &[2, 3], &[9], &[]] {
+        // `any_present` says whether `cells_into` would find a value.
+        for cols in [&[0usize, 2, 3][..], &[1], &[1, 2], &[2, 3], &[9], &[]] {
+            let mut want = 0u64;
+            for r in 0..t.rows() {
                 let mut out = vec![None; cols.len()];
                 t.cells_into(r, cols, &mut out);
-                assert_eq!(
-                    t.any_cell(r, cols),
-                    out.iter().any(Option::is_some),
-                    "row {r} columns {cols:?}"
-                );
+                want |= u64::from(out.iter().any(Option::is_some)) << r;
             }
+            assert_eq!(t.any_present(0, cols), want, "columns {cols:?}");
+            assert_eq!(t.any_present(1, cols), 0, "no rows past the last");
         }
         t.cells_into(0, &[9], &mut one);
         assert_eq!(one, [None], "past the last column");
