@@ -446,11 +446,23 @@ impl LoadedTable {
     /// every row without building a [`Row`].
     pub fn cells_into<'a>(&'a self, row: usize, columns: &[usize], out: &mut [Option<&'a str>]) {
         debug_assert_eq!(columns.len(), out.len());
-        let visited = self.visit_cells(row, columns, |i, cells, at, col| {
-            out[i] = self.cell_value(cells, at, col);
-            true
-        });
-        for o in &mut out[visited..] {
+        let cells = cells_of(&self.data, &self.row_starts, row as u32);
+        let (mut pos, mut col, mut want) = (0usize, 0usize, 0usize);
+        // The last cell that holds its own value (not SAME_AS_PREVIOUS).
+        let mut held = (0usize, 0usize);
+        while want < columns.len() && pos < cells.len() {
+            let at = pos;
+            let tag = skip_cell(cells, &mut pos);
+            if tag != SAME_AS_PREVIOUS {
+                held = (at, col);
+            }
+            if columns[want] == col {
+                out[want] = self.cell_value(cells, held.0, held.1);
+                want += 1;
+            }
+            col += 1;
+        }
+        for o in &mut out[want..] {
             *o = None;
         }
     }
@@ -464,38 +476,6 @@ impl LoadedTable {
             .iter()
             .filter_map(|&c| self.present.get(c)?.get(word))
             .fold(0, |any, bits| any | bits)
-    }
-
-    /// One pass over row `row`'s packed cells up to the last of `columns`
-    /// (positions, strictly ascending): for the `i`-th column asked,
-    /// `visit(i, cells, at, col)` with the tag of the cell holding its value
-    /// at `at` (itself, or the one before it that it repeats) of column
-    /// `col`; `visit` returns false to stop. The number of columns visited.
-    fn visit_cells<'a>(
-        &'a self,
-        row: usize,
-        columns: &[usize],
-        mut visit: impl FnMut(usize, &'a [u8], usize, usize) -> bool,
-    ) -> usize {
-        let cells = cells_of(&self.data, &self.row_starts, row as u32);
-        let (mut pos, mut col, mut want) = (0usize, 0usize, 0usize);
-        // The last cell that holds its own value (not SAME_AS_PREVIOUS).
-        let mut held = (0usize, 0usize);
-        while want < columns.len() && pos < cells.len() {
-            let at = pos;
-            let tag = skip_cell(cells, &mut pos);
-            if tag != SAME_AS_PREVIOUS {
-                held = (at, col);
-            }
-            if columns[want] == col {
-                want += 1;
-                if !visit(want - 1, cells, held.0, held.1) {
-                    break;
-                }
-            }
-            col += 1;
-        }
-        want
     }
 
     /// The value of the cell whose tag is at `at` in `cells`, of column `col`.
