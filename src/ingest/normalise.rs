@@ -836,9 +836,10 @@ fn prefecture_stem(prefecture: &str) -> &str {
 ///
 /// One pass of an Aho–Corasick automaton over the address finds every
 /// county name and every prefecture stem, up to where no later county
-/// could win (masking calls this for every address of a bulk export). The same pass checks that the address is
-/// plain text NFKC leaves alone, as nearly all are: only when it is not is
-/// it normalised (copied) and searched again.
+/// could win (masking calls this for every address of a bulk export). The
+/// same pass checks that the address is plain text NFKC leaves alone, as
+/// nearly all are: only when it is not is it normalised (copied) and
+/// searched again.
 pub fn address_area(raw: &str) -> Option<&'static Area> {
     match scan_areas(raw, true) {
         Ok(found) => found.map(|(area, _)| area),
