@@ -61,7 +61,10 @@
 //!
 //! The broker's audit group commits over the window (entries per fsync) are
 //! printed too: per-batch costs (fsync, the batch seal's signature) are
-//! shared by that many requests, so CPU per request depends on it.
+//! shared by that many requests, so CPU per request depends on it. So is
+//! the mean time a lookup spends in the broker's handler (its own request
+//! histogram; commit wait included): the latency left over is TLS, HTTP,
+//! the queues of two shared cores and the client.
 //!
 //! Targets: ≥ 20,000 req/s, p99 ≤ 10 ms, ≥ 1.0× pgbench, and broker CPU
 //! ≤ 15 µs per request. The machine has 2 cores shared by the broker, the
@@ -214,10 +217,13 @@ fn main() {
         broker.busy.client,
         broker.busy.other()
     );
-    if let Some((entries, batches)) = broker.group_commits {
+    if let Some(c) = &broker.group_commits {
         println!(
-            "           audit: {entries:.0} entries in {batches:.0} group commits per window, {:.1} entries per fsync",
-            entries / batches.max(1.0)
+            "           audit: {:.0} entries in {:.0} group commits per window, {:.1} entries per fsync; in the broker's handler {:.0} µs per lookup on average (of the latency above; the rest is TLS, HTTP, queues and the client)",
+            c.entries,
+            c.batches,
+            c.entries / c.batches.max(1.0),
+            c.handler_us
         );
     }
     if let Some(ir) = broker.instructions_per_request {
@@ -261,10 +267,30 @@ struct Figures {
     busy: Busy,
     open_secs: f64,
     first_secs: f64,
-    /// Audit entries and group commits (fsyncs) over the window.
-    group_commits: Option<(f64, f64)>,
+    /// Audit group commits and the broker's own time per lookup over the window.
+    group_commits: Option<Commits>,
     /// Broker instructions per request, under callgrind (CALLGRIND=1).
     instructions_per_request: Option<f64>,
+}
+
+/// The broker's audit group commits over a window, and the mean time of a
+/// lookup in its handler (from its request-duration histogram: parsed
+/// request to response built, commit wait included).
+#[derive(Clone, Copy)]
+struct Commits {
+    entries: f64,
+    batches: f64,
+    handler_us: f64,
+}
+
+/// The broker's counters behind [`Commits`], as its metrics give them
+/// (totals since it started).
+#[derive(Clone, Copy)]
+struct Counters {
+    entries: f64,
+    batches: f64,
+    lookup_secs: f64,
+    lookups: f64,
 }
 
 /// Cores busy on average over the measured window, and whose.
@@ -300,11 +326,10 @@ impl Figures {
             },
             open_secs: first.open_secs,
             first_secs: first.first_secs,
-            group_commits: first.group_commits.map(|_| {
-                (
-                    m(|f| f.group_commits.map_or(0.0, |g| g.0)),
-                    m(|f| f.group_commits.map_or(0.0, |g| g.1)),
-                )
+            group_commits: first.group_commits.as_ref().map(|_| Commits {
+                entries: m(|f| f.group_commits.as_ref().map_or(0.0, |g| g.entries)),
+                batches: m(|f| f.group_commits.as_ref().map_or(0.0, |g| g.batches)),
+                handler_us: m(|f| f.group_commits.as_ref().map_or(0.0, |g| g.handler_us)),
             }),
             instructions_per_request: first.instructions_per_request,
         }
@@ -1151,9 +1176,12 @@ async fn measure(
         },
         open_secs: 0.0,
         first_secs: 0.0,
-        group_commits: commits0
-            .zip(commits1)
-            .map(|((e0, b0), (e1, b1))| (e1 - e0, b1 - b0)),
+        group_commits: commits0.zip(commits1).map(|(c0, c1)| Commits {
+            entries: c1.entries - c0.entries,
+            batches: c1.batches - c0.batches,
+            handler_us: (c1.lookup_secs - c0.lookup_secs) * 1e6
+                / (c1.lookups - c0.lookups).max(1.0),
+        }),
         instructions_per_request: None,
     }
 }
@@ -1183,9 +1211,10 @@ fn callgrind_instructions(out: &Path) -> u64 {
 }
 
 impl Agent {
-    /// Audit entries made durable and group commits so far, from the
-    /// broker's metrics; `None` if it does not publish them.
-    async fn group_commits(&mut self) -> Option<(f64, f64)> {
+    /// Audit entries made durable, group commits, and lookups and their
+    /// seconds in the handler so far, from the broker's metrics; `None` if it
+    /// does not publish them.
+    async fn group_commits(&mut self) -> Option<Counters> {
         let req = Request::builder()
             .method(Method::GET)
             .uri("/v1/metrics")
@@ -1202,10 +1231,17 @@ impl Agent {
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
                 .and_then(|v| v.trim().parse::<f64>().ok())
         };
-        Some((
-            metric("sharebroker_audit_appends_total")?,
-            metric("sharebroker_audit_batch_size_count")?,
-        ))
+        let lookup = |what: &str| {
+            metric(&format!(
+                "sharebroker_http_request_duration_seconds_{what}{{route=\"/v1/cases/{{case}}/lookup\"}}"
+            ))
+        };
+        Some(Counters {
+            entries: metric("sharebroker_audit_appends_total")?,
+            batches: metric("sharebroker_audit_batch_size_count")?,
+            lookup_secs: lookup("sum").unwrap_or(0.0),
+            lookups: lookup("count").unwrap_or(0.0),
+        })
     }
 
     async fn get_ready(&mut self) -> (u16, Bytes) {
