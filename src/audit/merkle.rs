@@ -177,6 +177,20 @@ impl MerkleTree {
         self.range_hash(0, self.size())
     }
 
+    /// The right edge of the tree as a [`Frontier`], which appends and computes roots
+    /// without touching the stored levels: O(log n).
+    pub fn frontier(&self) -> Frontier {
+        let size = self.size();
+        let mut nodes = Vec::with_capacity(size.count_ones() as usize);
+        let mut start = 0u64;
+        // One complete subtree per set bit of the size, largest (leftmost) first.
+        for k in (0..u64::BITS).rev().filter(|k| size >> k & 1 == 1) {
+            nodes.push((self.levels[k as usize][(start >> k) as usize], k));
+            start += 1 << k;
+        }
+        Frontier { nodes, size }
+    }
+
     /// Root of the tree made of the first `size` leaves.
     pub fn root_at(&self, size: u64) -> Result<[u8; 32], ProofError> {
         self.check_size(size)?;
@@ -503,6 +517,29 @@ mod tests {
             all.push(leaf);
             assert_eq!(frontier.root(), root(&all), "size {}", all.len());
             assert_eq!(frontier.size(), all.len() as u64);
+        }
+    }
+
+    #[test]
+    fn a_trees_frontier_continues_it() {
+        let mut tree = MerkleTree::new();
+        let mut all = Vec::new();
+        for i in 0u32..70 {
+            // The frontier of the tree so far, extended by three leaves, has the root of all.
+            let mut frontier = tree.frontier();
+            assert_eq!(frontier.size(), tree.size());
+            assert_eq!(frontier.root(), tree.root(), "size {i}");
+            let next: Vec<_> = (0..3u32)
+                .map(|j| leaf_hash(&(1000 * i + j).to_be_bytes()))
+                .collect();
+            for leaf in &next {
+                frontier.push(*leaf);
+            }
+            let with_next: Vec<_> = all.iter().chain(&next).copied().collect();
+            assert_eq!(frontier.root(), root(&with_next), "size {i} + 3");
+            let leaf = leaf_hash(&i.to_be_bytes());
+            tree.push(leaf);
+            all.push(leaf);
         }
     }
 

@@ -292,14 +292,6 @@ impl Default for Tree {
 }
 
 impl Tree {
-    /// Appends leaves and recomputes the cached root (O(log n) hashes) once.
-    fn extend(&mut self, leaves: impl IntoIterator<Item = [u8; 32]>) {
-        for leaf in leaves {
-            self.merkle.push(leaf);
-        }
-        self.refresh_root();
-    }
-
     /// Recomputes the cached root after leaves were pushed to `merkle` directly.
     fn refresh_root(&mut self) {
         self.root = self.merkle.root();
@@ -461,6 +453,7 @@ impl AuditLog {
             .len();
 
         let next_index = tree.merkle.size();
+        let frontier = tree.merkle.frontier();
         let tree = Arc::new(Mutex::new(tree));
         let (tx, rx) = mpsc::sync_channel::<Job>(MAX_QUEUED_APPENDS);
         let stats = Arc::new(AuditStats::default());
@@ -474,6 +467,7 @@ impl AuditLog {
             segment_max_bytes: segment_max_bytes.max(1),
             next_index,
             tree: Arc::clone(&tree),
+            frontier,
             failed: None,
             stats: Arc::clone(&stats),
             batch_signer,
@@ -777,6 +771,9 @@ struct Writer {
     segment_max_bytes: u64,
     next_index: u64,
     tree: Arc<Mutex<Tree>>,
+    /// The right edge of `tree`, which the writer alone extends: the head after a batch is
+    /// known (and signed) before the batch is durable and the tree is extended.
+    frontier: merkle::Frontier,
     failed: Option<String>,
     stats: Arc<AuditStats>,
     /// Signs each batch holding sealed responses once ([`crate::seal::batch`]).
@@ -890,17 +887,36 @@ impl Writer {
         if pending.is_empty() {
             return;
         }
-        match self.write_at_end(buf).and_then(|()| self.file.sync_data()) {
+        let written = self.write_at_end(buf);
+        let mut frontier = self.frontier.clone();
+        for (_, _, leaf, _) in &pending {
+            frontier.push(*leaf);
+        }
+        let (log_size, log_root) = (frontier.size(), frontier.root());
+        // The batch is signed while the device writes it: the write is started first, and
+        // fdatasync then waits for it and the cache flush. The signature is released only
+        // with the durable batch; a batch that fails is never answered.
+        let batch = match &written {
+            Ok(()) => {
+                start_writeback(&self.file, self.file_len);
+                self.sign_batch(&pending, log_size, &log_root)
+            }
+            Err(_) => None,
+        };
+        match written.and_then(|()| self.file.sync_data()) {
             Ok(()) => {
                 self.file_len += buf.len() as u64;
                 self.next_index = index;
-                let (log_size, log_root) = {
+                {
                     let mut tree = lock(&self.tree);
-                    tree.extend(pending.iter().map(|(_, _, leaf, _)| *leaf));
-                    (tree.merkle.size(), tree.root)
-                };
+                    for (_, _, leaf, _) in &pending {
+                        tree.merkle.push(*leaf);
+                    }
+                    debug_assert_eq!(tree.merkle.root(), log_root);
+                    tree.root = log_root;
+                }
+                self.frontier = frontier;
                 self.stats.record_batch(pending.len());
-                let batch = self.sign_batch(&pending, log_size, &log_root);
                 let mut leaf_index = 0;
                 for (done, index, _, seal) in pending {
                     let seal = match (&batch, seal) {
@@ -943,6 +959,27 @@ impl Writer {
     }
 }
 
+/// Starts writing the file's dirty pages from `from` to the device without waiting
+/// (`sync_file_range`), so that work done before the `fdatasync` that follows overlaps the
+/// write. Only a head start: errors are left to that `fdatasync`, which reports them.
+fn start_writeback(file: &File, from: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain syscall on an open descriptor; it reads no memory of ours.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                i64::try_from(from).unwrap_or(i64::MAX),
+                0, // to the end of the file
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, from);
+}
+
 /// A job of a batch being written: reply channel, index, leaf, response hash to seal.
 type Pending = (
     oneshot::Sender<Result<Appended, AuditError>>,
@@ -952,8 +989,9 @@ type Pending = (
 );
 
 impl Writer {
-    /// One signature over the sealed responses of a durable batch and the log's head after
-    /// it; `None` when the batch holds none or the log has no batch signer.
+    /// One signature over the sealed responses of a batch and the log's head after it, made
+    /// while the batch is written and handed out only once it is durable; `None` when the
+    /// batch holds none or the log has no batch signer.
     fn sign_batch(
         &self,
         pending: &[Pending],
@@ -1534,6 +1572,37 @@ mod tests {
         let appended = log.append_sealed(entry(0), [1; 32]).await.unwrap();
         assert_eq!(appended.index, 0);
         assert!(appended.seal.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_reopened_log_seals_with_the_head_it_continues() {
+        use crate::seal::{self, Alg};
+        let dir = tempfile::tempdir().unwrap();
+        let signer = seal::load_or_create(Alg::Ed25519, &dir.path().join("key")).unwrap();
+        let open = || {
+            AuditLog::open_sealing(
+                &dir.path().join("log"),
+                DEFAULT_SEGMENT_MAX_BYTES,
+                Some(Arc::clone(&signer)),
+            )
+            .unwrap()
+        };
+        // Sizes whose right edges differ (one, several and a single complete subtree).
+        for appends in [5u64, 3, 8, 1] {
+            let log = open();
+            for i in 0..appends {
+                let appended = log.append_sealed(entry(i), [7; 32]).await.unwrap();
+                let s = appended.seal.expect("a batch signer is set");
+                let mut doc = serde_json::json!({});
+                s.apply(&mut doc);
+                let log_size = doc["seal"]["log_size"].as_u64().unwrap();
+                assert_eq!(log_size, appended.index + 1, "one append at a time");
+                // `root_at` hashes the stored levels; `root()` is the head the writer signed.
+                let stored = hex::encode(log.root_at(log_size).unwrap());
+                assert_eq!(doc["seal"]["log_root"].as_str().unwrap(), stored);
+                assert_eq!(hex::encode(log.root()), stored, "size {log_size}");
+            }
+        }
     }
 
     #[test]

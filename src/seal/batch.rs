@@ -1,6 +1,6 @@
 //! Batch seals: one signature per audit group commit instead of one per response.
 //!
-//! When the audit writer has made a batch durable, it builds an RFC 6962 Merkle tree over
+//! For each batch the audit writer makes durable, it builds an RFC 6962 Merkle tree over
 //! one leaf per sealed response of the batch and signs, once,
 //!
 //! ```text
