@@ -464,12 +464,11 @@ pub(super) async fn prepare(
             "the stored version has none of the granted fields; try again after the next pull",
         ));
     }
-    let key = table.column(crate::ingest::COL_KEY);
     let (kind, area_prefix) = (ds.subject, grant.area_prefix.clone());
     let (t, cols) = (table.clone(), columns.clone());
     let filter = area_prefix.clone();
     let (selected, rows, slot) = blocking(move || {
-        let (selected, rows) = select_rows(&t, &cols, key, kind, filter.as_deref());
+        let (selected, rows) = select_rows(&t, &cols, kind, filter.as_deref());
         (selected, rows, slot)
     })
     .await?;
@@ -527,17 +526,16 @@ fn read_plan(columns: &[OutColumn]) -> (Vec<usize>, Vec<usize>) {
 }
 
 /// The rows to export: served by lookups (no replaced duplicates), in the
-/// grant's area, with a value in at least one exported field. A bitmap
-/// (one bit a row) and its count.
+/// grant's area (read from each row's subject key), with a value in at
+/// least one exported field. A bitmap (one bit a row) and its count.
 fn select_rows(
     table: &LoadedTable,
     columns: &[OutColumn],
-    key: Option<usize>,
     kind: SubjectKind,
     area_prefix: Option<&str>,
 ) -> (Vec<u64>, u64) {
     let exported: Vec<usize> = columns.iter().map(|c| c.position).collect();
-    let area = area_prefix.zip(key);
+    let key = [table.key_column()];
     let mut key_cell = [None];
     let mut bits = vec![0u64; table.rows().div_ceil(64)];
     let mut count = 0u64;
@@ -551,8 +549,8 @@ fn select_rows(
             if !table.serves_row(r) {
                 continue;
             }
-            if let Some((prefix, key)) = area {
-                table.cells_into(r, &[key], &mut key_cell);
+            if let Some(prefix) = area_prefix {
+                table.cells_into(r, &key, &mut key_cell);
                 if !key_cell[0]
                     .is_some_and(|k| crate::policy::key_area(kind, k).starts_with(prefix))
                 {
@@ -1366,7 +1364,7 @@ mod tests {
             access: Access::Clear,
         };
         let rows = |cols: &[OutColumn], prefix: Option<&str>| {
-            let (bits, n) = select_rows(&table, cols, Some(0), SubjectKind::Person, prefix);
+            let (bits, n) = select_rows(&table, cols, SubjectKind::Person, prefix);
             let set: Vec<usize> = (0..table.rows())
                 .filter(|r| bits[r / 64] & (1 << (r % 64)) != 0)
                 .collect();

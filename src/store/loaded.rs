@@ -410,6 +410,11 @@ impl LoadedTable {
         Row::new(self, cells_of(&self.data, &self.row_starts, global))
     }
 
+    /// The position of the column the table is indexed by (its subjects' keys).
+    pub fn key_column(&self) -> usize {
+        self.key_column
+    }
+
     /// The row of a key.
     pub fn row(&self, key: &str) -> Option<Row<'_>> {
         let held = *self.index.get(&key_hash(key))?;
