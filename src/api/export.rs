@@ -58,7 +58,7 @@ use super::routes::{
 use super::{AppState, Caller};
 use crate::audit::{AuditEntry, AuditSink};
 use crate::catalog::{Agency, Dataset, MaskKind, SubjectKind};
-use crate::policy::mask::mask_into;
+use crate::policy::mask::Masker;
 use crate::policy::{Access, Application, local_date};
 use crate::store::LoadedTable;
 
@@ -747,7 +747,7 @@ impl BatchPlan {
         rows: usize,
     ) -> Result<RecordBatch, ExportError> {
         let mut cells = vec![None; self.positions.len()];
-        let mut masked = String::new();
+        let (mut masked, mut masker) = (String::new(), Masker::default());
         let mut builders: Vec<StringBuilder> = (0..p.columns.len())
             .map(|_| StringBuilder::with_capacity(rows, rows * 24))
             .collect();
@@ -763,7 +763,7 @@ impl BatchPlan {
                         (Some(v), None) => b.append_value(v),
                         (Some(v), Some(kind)) => {
                             masked.clear();
-                            mask_into(kind, v, &mut masked);
+                            masker.mask_into(kind, v, &mut masked);
                             b.append_value(&masked);
                         }
                     }

@@ -908,15 +908,17 @@ const PLAIN_BYTE: [bool; 256] = {
 /// the best one found are not read: normalising them could not change the
 /// result either.
 fn scan_areas(addr: &str, check_plain: bool) -> Result<Option<(&'static Area, usize)>, NotPlain> {
-    scan_names(AreaNames::get(), addr, check_plain)
+    scan_names(AreaNames::get(), addr, check_plain).map(|(found, _)| found)
 }
 
-/// [`scan_areas`] over the names of `names`.
-fn scan_names(
-    names: &AreaNames,
-    addr: &str,
-    check_plain: bool,
-) -> Result<Option<(&'static Area, usize)>, NotPlain> {
+/// What [`scan_names`] found (the area and where its county's name
+/// starts), and how many bytes of the address it read: the result is a
+/// function of those bytes alone (and, when it read them all, of their
+/// being all).
+type Scan = (Option<(&'static Area, usize)>, usize);
+
+/// [`scan_areas`] over the names of `names`, with the bytes it read.
+fn scan_names(names: &AreaNames, addr: &str, check_plain: bool) -> Result<Scan, NotPlain> {
     // Only a county's first occurrence counts (as `str::find` would).
     let mut seen = [0u64; AREA_SLOTS / 64];
     // Where each prefecture stem first ends: a prefecture is named before
@@ -945,6 +947,7 @@ fn scan_names(
             0,
         ),
     };
+    let mut read = addr.len();
     for (at, &byte) in addr.as_bytes().iter().enumerate().skip(from) {
         // Once the best so far has its prefecture named before it, only a
         // county starting at or before it could beat it, so one whose name
@@ -954,6 +957,7 @@ fn scan_names(
         if let Some((_, (false, start, _), reach)) = best
             && at >= start + reach
         {
+            read = at;
             break;
         }
         if check_plain && !PLAIN_BYTE[usize::from(byte)] {
@@ -991,7 +995,110 @@ fn scan_names(
         }
     }
     // A county counts at its first occurrence: where `str::find` finds it.
-    Ok(best.map(|(area, (_, start, _), _)| (area, start)))
+    Ok((best.map(|(area, (_, start, _), _)| (area, start)), read))
+}
+
+/// [`address_area_end`] for many addresses, as a bulk export masks them:
+/// each search's result is remembered with the bytes it read, and an
+/// address that begins with the same bytes has the same result without a
+/// search (the search is a function of the bytes it reads). Addresses of
+/// one county begin alike, so nearly every address after the first few of
+/// its county is answered by one comparison; not those that name no
+/// prefecture before the county (a city the region administers directly),
+/// whose search reads to the end in case a later county names one.
+pub struct AreaEndMemo {
+    /// Two ways a set: an address's set holds the last two prefixes met there.
+    slots: Box<[[MemoSlot; 2]]>,
+    /// Per set, the way used last; a miss replaces the other.
+    recent: Box<[u8]>,
+}
+
+/// Sets of an [`AreaEndMemo`], chosen by the bytes after [`REGION`]: more
+/// than the counties of the list, so those of one export rarely share one.
+const MEMO_SETS: usize = 512;
+/// The longest prefix remembered; a search that read more is not.
+const MEMO_PREFIX: usize = 96;
+
+#[derive(Clone, Copy)]
+struct MemoSlot {
+    /// Bytes read by the search (0: empty slot).
+    len: u8,
+    /// The search read the whole address: only that very address matches.
+    whole: bool,
+    end: Option<u8>,
+    prefix: [u8; MEMO_PREFIX],
+}
+
+impl MemoSlot {
+    /// The remembered result, if `bytes` begins with the bytes its search read.
+    fn answers(&self, bytes: &[u8]) -> Option<Option<usize>> {
+        let n = usize::from(self.len);
+        let fits = if self.whole {
+            bytes.len() == n
+        } else {
+            bytes.len() >= n
+        };
+        (n > 0 && fits && bytes[..n] == self.prefix[..n]).then(|| self.end.map(usize::from))
+    }
+}
+
+impl Default for AreaEndMemo {
+    fn default() -> Self {
+        let empty = MemoSlot {
+            len: 0,
+            whole: false,
+            end: None,
+            prefix: [0; MEMO_PREFIX],
+        };
+        AreaEndMemo {
+            slots: vec![[empty; 2]; MEMO_SETS].into_boxed_slice(),
+            recent: vec![0; MEMO_SETS].into_boxed_slice(),
+        }
+    }
+}
+
+impl AreaEndMemo {
+    /// [`address_area_end`] of `raw`.
+    pub fn area_end(&mut self, raw: &str) -> Option<usize> {
+        let bytes = raw.as_bytes();
+        let set = memo_set(bytes);
+        for (way, slot) in self.slots[set].iter().enumerate() {
+            if let Some(end) = slot.answers(bytes) {
+                self.recent[set] = way as u8;
+                return end;
+            }
+        }
+        let (found, read) = match scan_names(AreaNames::get(), raw, true) {
+            Ok(scan) => scan,
+            // Rare: normalised first, and not remembered.
+            Err(NotPlain) => return address_area_end(raw),
+        };
+        let end = found.map(|(area, start)| start + area.county.len());
+        // The county's name is among the bytes read, so `end <= read`.
+        if (REGION.len()..=MEMO_PREFIX).contains(&read) {
+            let way = 1 - self.recent[set];
+            self.recent[set] = way;
+            let slot = &mut self.slots[set][usize::from(way)];
+            slot.len = read as u8;
+            slot.whole = read == bytes.len();
+            slot.end = end.map(|e| e as u8);
+            slot.prefix[..read].copy_from_slice(&bytes[..read]);
+        }
+        end
+    }
+}
+
+/// The set of an address: a hash of the 16 bytes after where the region's
+/// name would end (the prefecture's and the county's names, mostly).
+fn memo_set(bytes: &[u8]) -> usize {
+    let from = REGION.len().min(bytes.len());
+    let key = &bytes[from..(from + 16).min(bytes.len())];
+    let mut words = [0u8; 16];
+    words[..key.len()].copy_from_slice(key);
+    let [a, b] =
+        [&words[..8], &words[8..]].map(|w| u64::from_le_bytes(w.try_into().expect("eight bytes")));
+    let h = (a ^ b.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 40) as usize % MEMO_SETS
 }
 
 /// Areas [`address_area`] can track (a test holds the list below it).
@@ -1846,6 +1953,22 @@ mod tests {
         // Nearly every address starts with the region's name: the scan
         // starts after it, and the inputs above cover both.
         assert!(AreaNames::get().after_region.is_some());
+
+        // The memo answers as the search does: through all of them twice,
+        // and through every prefix of some of them, longest and shortest
+        // first (an address that ends where another's search stopped, or
+        // goes on past where another's read all of it).
+        let mut memo = AreaEndMemo::default();
+        for raw in inputs.iter().chain(&inputs) {
+            assert_eq!(memo.area_end(raw), address_area_end(raw), "memo: {raw}");
+        }
+        for raw in inputs.iter().step_by(5) {
+            let cuts: Vec<usize> = raw.char_indices().map(|(at, _)| at).skip(1).collect();
+            for at in cuts.iter().rev().chain(&cuts) {
+                let cut = &raw[..*at];
+                assert_eq!(memo.area_end(cut), address_area_end(cut), "memo: {cut}");
+            }
+        }
     }
 
     /// The scan stops once no county could beat the best found, which
@@ -1870,6 +1993,7 @@ mod tests {
         let found = |addr: &str| {
             scan_names(&names, addr, true)
                 .unwrap_or_else(|NotPlain| panic!("{addr} is plain"))
+                .0
                 .map(|(area, at)| (area.code, at))
         };
         let at = |addr: &str, county: &str| addr.find(county).expect("county in address");
