@@ -36,6 +36,7 @@
 use std::io::{Read, Write};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -718,6 +719,10 @@ struct BatchPlan {
     positions: Vec<usize>,
     index: Vec<usize>,
     masks: Vec<Option<MaskKind>>,
+    /// Per output column, the bytes of value a row took in the batch built
+    /// last: the next batch's builders start that large (and an eighth), so
+    /// they seldom grow (copying what they hold) while filling.
+    row_bytes: Vec<AtomicUsize>,
 }
 
 impl BatchPlan {
@@ -735,6 +740,7 @@ impl BatchPlan {
             positions,
             index,
             masks,
+            row_bytes: p.columns.iter().map(|_| AtomicUsize::new(24)).collect(),
         }
     }
 
@@ -748,8 +754,13 @@ impl BatchPlan {
     ) -> Result<RecordBatch, ExportError> {
         let mut cells = vec![None; self.positions.len()];
         let (mut masked, mut masker) = (String::new(), Masker::default());
-        let mut builders: Vec<StringBuilder> = (0..p.columns.len())
-            .map(|_| StringBuilder::with_capacity(rows, rows * 24))
+        let mut builders: Vec<StringBuilder> = self
+            .row_bytes
+            .iter()
+            .map(|b| {
+                let per_row = b.load(Ordering::Relaxed);
+                StringBuilder::with_capacity(rows, rows * (per_row + per_row / 8))
+            })
             .collect();
         for w in words {
             let mut bits = p.selected[w];
@@ -769,6 +780,12 @@ impl BatchPlan {
                     }
                 }
             }
+        }
+        for (b, per_row) in builders.iter().zip(&self.row_bytes) {
+            per_row.store(
+                b.values_slice().len().div_ceil(rows.max(1)).max(1),
+                Ordering::Relaxed,
+            );
         }
         let arrays: Vec<ArrayRef> = builders
             .iter_mut()
