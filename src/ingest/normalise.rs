@@ -851,15 +851,17 @@ pub fn address_area(raw: &str) -> Option<&'static Area> {
 /// `raw` (masking keeps an address up to there); `None` when there is none
 /// or `raw` has the name only once normalised.
 pub fn address_area_end(raw: &str) -> Option<usize> {
-    let (area, start) = match scan_areas(raw, true) {
+    match scan_areas(raw, true) {
         // The address is its own normal form: the scan's place is in `raw`.
-        Ok(found) => found?,
-        Err(NotPlain) => {
-            let area = normalised_address_area(raw)?;
-            (area, raw.find(area.county)?)
-        }
-    };
-    Some(start + area.county.len())
+        Ok(found) => found.map(|(area, start)| start + area.county.len()),
+        Err(NotPlain) => normalised_area_end(raw),
+    }
+}
+
+/// [`address_area_end`] of an address that is not plain.
+fn normalised_area_end(raw: &str) -> Option<usize> {
+    let area = normalised_address_area(raw)?;
+    Some(raw.find(area.county)? + area.county.len())
 }
 
 /// [`address_area`] of an address that may need normalising first.
@@ -1071,7 +1073,7 @@ impl AreaEndMemo {
         let (found, read) = match scan_names(AreaNames::get(), raw, true) {
             Ok(scan) => scan,
             // Rare: normalised first, and not remembered.
-            Err(NotPlain) => return address_area_end(raw),
+            Err(NotPlain) => return normalised_area_end(raw),
         };
         let end = found.map(|(area, start)| start + area.county.len());
         // The county's name is among the bytes read, so `end <= read`.
