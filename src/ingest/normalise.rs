@@ -1044,17 +1044,12 @@ impl MemoSlot {
     }
 }
 
+/// Empty, and without its sets until the first address.
 impl Default for AreaEndMemo {
     fn default() -> Self {
-        let empty = MemoSlot {
-            len: 0,
-            whole: false,
-            end: None,
-            prefix: [0; MEMO_PREFIX],
-        };
         AreaEndMemo {
-            slots: vec![[empty; 2]; MEMO_SETS].into_boxed_slice(),
-            recent: vec![0; MEMO_SETS].into_boxed_slice(),
+            slots: Box::new([]),
+            recent: Box::new([]),
         }
     }
 }
@@ -1062,6 +1057,16 @@ impl Default for AreaEndMemo {
 impl AreaEndMemo {
     /// [`address_area_end`] of `raw`.
     pub fn area_end(&mut self, raw: &str) -> Option<usize> {
+        if self.slots.is_empty() {
+            let empty = MemoSlot {
+                len: 0,
+                whole: false,
+                end: None,
+                prefix: [0; MEMO_PREFIX],
+            };
+            self.slots = vec![[empty; 2]; MEMO_SETS].into_boxed_slice();
+            self.recent = vec![0; MEMO_SETS].into_boxed_slice();
+        }
         let bytes = raw.as_bytes();
         let set = memo_set(bytes);
         for (way, slot) in self.slots[set].iter().enumerate() {
