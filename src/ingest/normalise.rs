@@ -1057,6 +1057,12 @@ impl Default for AreaEndMemo {
 impl AreaEndMemo {
     /// [`address_area_end`] of `raw`.
     pub fn area_end(&mut self, raw: &str) -> Option<usize> {
+        self.area_end_in(AreaNames::get(), raw)
+    }
+
+    /// [`AreaEndMemo::area_end`] over the names of `names` (a memo is for
+    /// one list of names).
+    fn area_end_in(&mut self, names: &AreaNames, raw: &str) -> Option<usize> {
         if self.slots.is_empty() {
             let empty = MemoSlot {
                 len: 0,
@@ -1075,7 +1081,7 @@ impl AreaEndMemo {
                 return end;
             }
         }
-        let (found, read) = match scan_names(AreaNames::get(), raw, true) {
+        let (found, read) = match scan_names(names, raw, true) {
             Ok(scan) => scan,
             // Rare: normalised first, and not remembered.
             Err(NotPlain) => return normalised_area_end(raw),
@@ -2021,6 +2027,49 @@ mod tests {
         assert!(scan_names(&names, "乙县１２号丁地区戊县", true).is_err());
         let d = "乙县丁地区戊县１２号";
         assert_eq!(found(d), Some(("659904", at(d, "戊县"))));
+
+        // A memo over these names answers as the search does, where a
+        // shorter name's search must read on to where a longer one ends:
+        // every prefix of such addresses, in both orders, twice.
+        let mut memo = AreaEndMemo::default();
+        let addresses = [
+            "新疆维吾尔自治区甲地区乙县城区5号",
+            "新疆维吾尔自治区甲地区乙县城5号",
+            "新疆维吾尔自治区甲地区乙县5号",
+            "新疆维吾尔自治区甲地区县城乙县5号",
+            "新疆维吾尔自治区乙县丁地区戊县5号",
+            "新疆维吾尔自治区丁地区戊县甲地区乙县城区",
+        ];
+        let mut cuts: Vec<&str> = addresses
+            .iter()
+            .flat_map(|a| a.char_indices().map(|(at, _)| &a[..at]).skip(1))
+            .chain(addresses)
+            .collect();
+        let want = |addr: &str| {
+            found(addr).map(|(code, start)| {
+                let area = NESTED.iter().find(|a| a.code == code).expect("listed");
+                start + area.county.len()
+            })
+        };
+        for _ in 0..2 {
+            for addr in cuts.iter().chain(cuts.iter().rev()) {
+                assert_eq!(memo.area_end_in(&names, addr), want(addr), "memo: {addr}");
+            }
+            cuts.reverse();
+        }
+        // And each one right after each other one, in a memo of their own:
+        // nothing between them to push the first out.
+        for first in &cuts {
+            for then in &cuts {
+                let mut memo = AreaEndMemo::default();
+                memo.area_end_in(&names, first);
+                assert_eq!(
+                    memo.area_end_in(&names, then),
+                    want(then),
+                    "memo: {then} after {first}"
+                );
+            }
+        }
     }
 
     #[test]
