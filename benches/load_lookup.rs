@@ -1239,8 +1239,8 @@ impl Agent {
         Some(Counters {
             entries: metric("sharebroker_audit_appends_total")?,
             batches: metric("sharebroker_audit_batch_size_count")?,
-            lookup_secs: lookup("sum").unwrap_or(0.0),
-            lookups: lookup("count").unwrap_or(0.0),
+            lookup_secs: lookup("sum")?,
+            lookups: lookup("count")?,
         })
     }
 
