@@ -509,23 +509,6 @@ fn accepts_trailers(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Positions (ascending, distinct) of the table's columns to read, and for
-/// each output column its index among them.
-fn read_plan(columns: &[OutColumn]) -> (Vec<usize>, Vec<usize>) {
-    let mut positions: Vec<usize> = columns.iter().map(|c| c.position).collect();
-    positions.sort_unstable();
-    positions.dedup();
-    let index = columns
-        .iter()
-        .map(|c| {
-            positions
-                .binary_search(&c.position)
-                .expect("every column position is in the list")
-        })
-        .collect();
-    (positions, index)
-}
-
 /// The rows to export: served by lookups (no replaced duplicates), in the
 /// grant's area (read from each row's subject key), with a value in at
 /// least one exported field. A bitmap (one bit a row) and its count.
@@ -536,8 +519,7 @@ fn select_rows(
     area_prefix: Option<&str>,
 ) -> (Vec<u64>, u64) {
     let exported: Vec<usize> = columns.iter().map(|c| c.position).collect();
-    let key = [table.key_column()];
-    let mut key_cell = [None];
+    let mut key = table.reader(&[table.key_column()]);
     let mut bits = vec![0u64; table.rows().div_ceil(64)];
     let mut count = 0u64;
     for (w, word) in bits.iter_mut().enumerate() {
@@ -550,13 +532,11 @@ fn select_rows(
             if !table.serves_row(r) {
                 continue;
             }
-            if let Some(prefix) = area_prefix {
-                table.cells_into(r, &key, &mut key_cell);
-                if !key_cell[0]
+            if let Some(prefix) = area_prefix
+                && !key.read(r)[0]
                     .is_some_and(|k| crate::policy::key_area(kind, k).starts_with(prefix))
-                {
-                    continue;
-                }
+            {
+                continue;
             }
             *word |= bit;
             count += 1;
@@ -713,11 +693,10 @@ fn batch_ranges(selected: &[u64]) -> Vec<(std::ops::Range<usize>, usize)> {
     ranges
 }
 
-/// What building a batch needs beyond the export: the columns to read
-/// (ascending), each output column's place among them, and its mask.
+/// What building a batch needs beyond the export: the table's columns to
+/// read (one per output column) and each one's mask.
 struct BatchPlan {
     positions: Vec<usize>,
-    index: Vec<usize>,
     masks: Vec<Option<MaskKind>>,
     /// Per output column, the bytes of value a row took in the batch built
     /// last: the next batch's builders start that large (and an eighth), so
@@ -727,7 +706,7 @@ struct BatchPlan {
 
 impl BatchPlan {
     fn new(p: &Prepared) -> BatchPlan {
-        let (positions, index) = read_plan(&p.columns);
+        let positions = p.columns.iter().map(|c| c.position).collect();
         let masks = p
             .columns
             .iter()
@@ -738,7 +717,6 @@ impl BatchPlan {
             .collect();
         BatchPlan {
             positions,
-            index,
             masks,
             row_bytes: p.columns.iter().map(|_| AtomicUsize::new(24)).collect(),
         }
@@ -752,7 +730,7 @@ impl BatchPlan {
         words: std::ops::Range<usize>,
         rows: usize,
     ) -> Result<RecordBatch, ExportError> {
-        let mut cells = vec![None; self.positions.len()];
+        let mut reader = p.table.reader(&self.positions);
         let (mut masked, mut masker) = (String::new(), Masker::default());
         let mut builders: Vec<StringBuilder> = self
             .row_bytes
@@ -767,9 +745,9 @@ impl BatchPlan {
             while bits != 0 {
                 let r = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                p.table.cells_into(r, &self.positions, &mut cells);
+                let cells = reader.read(r);
                 for (c, b) in builders.iter_mut().enumerate() {
-                    match (cells[self.index[c]], self.masks[c]) {
+                    match (cells[c], self.masks[c]) {
                         (None, _) => b.append_null(),
                         (Some(v), None) => b.append_value(v),
                         (Some(v), Some(kind)) => {
