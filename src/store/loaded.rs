@@ -865,24 +865,24 @@ mod tests {
         // neighbours chain (`a#src` = `a#raw` = `a`, `d` = `c`).
         let names = ["key", "a", "a#raw", "a#src", "b", "b#raw", "c", "d", "n"];
         let rows = 60;
-        let pick = |r: usize, c: usize| -> Option<String> {
-            let x = (r * 7 + c * 13) % 5;
-            match (c, x) {
-                (0, _) => Some(format!("k{r}")),
-                (_, 0) => None,
-                (2 | 3 | 5 | 7, 1 | 2) => None, // the same as the column before: filled below
-                (8, _) => Some((r % 4).to_string()),
-                _ => Some(format!("v{}", (r + c) % 3)),
-            }
-        };
+        // Each column from the ones before it; `None` is null.
         let mut columns: Vec<Vec<Option<String>>> = Vec::new();
         for c in 0..names.len() {
+            let before = |r: usize| columns[c - 1][r].clone();
             let col = (0..rows)
-                .map(|r| match (pick(r, c), c) {
-                    (None, 2 | 3 | 5 | 7) if (r * 7 + c * 13) % 5 != 0 => columns[c - 1][r].clone(),
-                    // `b` takes `a#src`'s value every third row.
-                    (_, 4) if r % 3 == 0 => columns[3][r].clone(),
-                    (v, _) => v,
+                .map(|r| match names[c] {
+                    "key" => Some(format!("k{r}")),
+                    "a" => (r % 5 != 0).then(|| format!("v{}", r % 3)),
+                    "a#raw" | "a#src" if r % 4 != 1 => before(r),
+                    "a#raw" | "a#src" => Some(format!("{}{r}", names[c])),
+                    // `b` the same as `a#src` (packed after it) every third row.
+                    "b" if r % 3 == 0 => columns[3][r].clone(),
+                    "b" => (r % 7 != 0).then(|| format!("v{}", (r + 1) % 3)),
+                    "b#raw" => (r % 2 == 0).then(|| before(r)).flatten(),
+                    "c" => Some(format!("v{}", r % 2)),
+                    "d" if r % 3 != 0 => before(r),
+                    "d" => Some("d".into()),
+                    _ => Some((r % 4).to_string()),
                 })
                 .collect();
             columns.push(col);
