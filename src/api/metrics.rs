@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use crate::audit::{AuditStats, BATCH_SIZE_BUCKETS};
+use crate::audit::{AuditStats, BATCH_SIZE_BUCKETS, COMMIT_MICROS_BUCKETS};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 pub const LATENCY_BUCKETS_SECS: [f64; 14] = [
@@ -197,21 +197,41 @@ impl Metrics {
             "histogram",
             "Entries per group commit (one write and fsync).",
         );
-        let mut cumulative = 0;
-        for (i, bound) in BATCH_SIZE_BUCKETS.iter().enumerate() {
-            cumulative += a.batch_size_counts[i].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "sharebroker_audit_batch_size_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
-        }
         let batches = a.batches.load(Relaxed);
+        audit_histogram(
+            &mut out,
+            "sharebroker_audit_batch_size",
+            BATCH_SIZE_BUCKETS.iter().map(|&b| b as f64),
+            &a.batch_size_counts,
+            a.appends.load(Relaxed) as f64,
+            batches,
+        );
+        head(
+            &mut out,
+            "sharebroker_audit_commit_duration_seconds",
+            "histogram",
+            "Time from a group commit's write to its durable end (the fdatasync included).",
+        );
+        audit_histogram(
+            &mut out,
+            "sharebroker_audit_commit_duration_seconds",
+            COMMIT_MICROS_BUCKETS.iter().map(|&b| b as f64 / 1e6),
+            &a.commit_micros_counts,
+            a.commit_micros_sum.load(Relaxed) as f64 / 1e6,
+            batches,
+        );
+        head(
+            &mut out,
+            "sharebroker_audit_segments_started_total",
+            "counter",
+            "Segments the writer moved on to: from a file zero-filled ahead of time, or empty (that file failed).",
+        );
         let _ = writeln!(
             out,
-            "sharebroker_audit_batch_size_bucket{{le=\"+Inf\"}} {batches}\n\
-             sharebroker_audit_batch_size_sum {}\n\
-             sharebroker_audit_batch_size_count {batches}",
-            a.appends.load(Relaxed)
+            "sharebroker_audit_segments_started_total{{file=\"prepared\"}} {}\n\
+             sharebroker_audit_segments_started_total{{file=\"empty\"}} {}",
+            a.segments_prepared.load(Relaxed),
+            a.segments_unprepared.load(Relaxed)
         );
         head(
             &mut out,
@@ -250,6 +270,27 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The samples of an audit histogram without labels: `counts` per bucket (not cumulative; the
+/// last slot is above every bound), their `sum` and `count`.
+fn audit_histogram(
+    out: &mut String,
+    name: &str,
+    bounds: impl Iterator<Item = f64>,
+    counts: &[std::sync::atomic::AtomicU64],
+    sum: f64,
+    count: u64,
+) {
+    let mut cumulative = 0;
+    for (bound, n) in bounds.zip(counts) {
+        cumulative += n.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+    );
 }
 
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -326,6 +367,10 @@ mod tests {
         stats.batches.store(2, Relaxed);
         stats.batch_size_counts[0].store(1, Relaxed); // a batch of 1
         stats.batch_size_counts[2].store(1, Relaxed); // a batch of 3 or 4
+        stats.commit_micros_counts[1].store(1, Relaxed); // 50-100 µs
+        stats.commit_micros_counts[5].store(1, Relaxed); // 1-2 ms
+        stats.commit_micros_sum.store(1_590, Relaxed);
+        stats.segments_prepared.store(3, Relaxed);
         let text = m.render(&snapshot(&stats));
         let s = parse(&text);
         assert_eq!(
@@ -395,6 +440,35 @@ mod tests {
             2.0
         );
         assert_eq!(value(&s, "sharebroker_audit_batch_size_count"), 2.0);
+        let commit = |le: &str| {
+            value(
+                &s,
+                &format!("sharebroker_audit_commit_duration_seconds_bucket{{le=\"{le}\"}}"),
+            )
+        };
+        assert_eq!(
+            [commit("0.00005"), commit("0.0001"), commit("0.001")],
+            [0.0, 1.0, 1.0]
+        );
+        assert_eq!(
+            [commit("0.002"), commit("1"), commit("+Inf")],
+            [2.0, 2.0, 2.0]
+        );
+        assert_eq!(
+            value(&s, "sharebroker_audit_commit_duration_seconds_sum"),
+            0.00159
+        );
+        assert_eq!(
+            value(&s, "sharebroker_audit_commit_duration_seconds_count"),
+            2.0
+        );
+        let started = |file: &str| {
+            value(
+                &s,
+                &format!("sharebroker_audit_segments_started_total{{file=\"{file}\"}}"),
+            )
+        };
+        assert_eq!((started("prepared"), started("empty")), (3.0, 0.0));
         assert_eq!(value(&s, "sharebroker_audit_writable"), 1.0);
         assert_eq!(value(&s, "sharebroker_policy_info{version=\"abc\"}"), 1.0);
         assert_eq!(

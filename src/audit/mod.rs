@@ -10,6 +10,10 @@
 //!   the file already has and its fsync writes data only, not the inode. No valid line holds
 //!   a NUL byte, so readers stop at the first one; the writer cuts the zeros when it closes
 //!   or leaves a segment, and on open.
+//! - `next-segment.zeros`: the next segment, zero-filled to the segment size and synced off
+//!   the writer's path once the current segment is half full, then renamed into place when
+//!   the writer moves on: no group commit of the new segment waits for zeros or for the
+//!   file's blocks to be allocated. Not part of the log; removed on open and on close.
 //! - `salts.jsonl`: one random salt per subject, `{"subject":"<hex sha256(key)>","salt":"<hex>"}`.
 //!   Entries carry only `hex(SHA-256(salt || key))`; deleting a subject's salt line erases the
 //!   link between the person and their entries without touching the tree.
@@ -50,6 +54,12 @@ pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 64 << 20;
 /// hundreds of group commits): a commit that reaches the end writes the next stretch of
 /// zeros with its own data, under the same fsync.
 pub const ZERO_AHEAD_BYTES: u64 = 1 << 20;
+/// File name of the next segment while it is being zero-filled (not a segment yet).
+pub const NEXT_SEGMENT_FILE: &str = "next-segment.zeros";
+/// How much of the next segment is zero-filled between two syncs (16 MiB). Fewer, larger
+/// steps delay fewer group commits than 1 MiB steps do: `load_lookup`'s p99 was 0.75 ms
+/// with 16 MiB steps, 1.2 ms with 1 MiB steps and with zeros written by the commits.
+const ZERO_FILL_STEP_BYTES: u64 = 16 << 20;
 
 /// The file name of segment `n` (from 1).
 pub fn segment_name(n: u64) -> String {
@@ -339,6 +349,11 @@ pub struct AuditLog {
 
 /// Upper bounds of the batch-size histogram buckets (entries per fsync).
 pub const BATCH_SIZE_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+/// Upper bounds of the commit-time histogram buckets, in microseconds: from a batch's write
+/// to its durable end (the `fdatasync` included).
+pub const COMMIT_MICROS_BUCKETS: [u64; 10] = [
+    50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 1_000_000,
+];
 
 /// Counters the writer keeps for monitoring, read without locks.
 #[derive(Debug, Default)]
@@ -350,21 +365,38 @@ pub struct AuditStats {
     /// Batches of at most `BATCH_SIZE_BUCKETS[i]` entries (not cumulative);
     /// the last slot counts larger ones.
     pub batch_size_counts: [std::sync::atomic::AtomicU64; BATCH_SIZE_BUCKETS.len() + 1],
+    /// Durable batches whose commit took at most `COMMIT_MICROS_BUCKETS[i]` µs (not
+    /// cumulative); the last slot counts slower ones.
+    pub commit_micros_counts: [std::sync::atomic::AtomicU64; COMMIT_MICROS_BUCKETS.len() + 1],
+    /// Microseconds all durable batches' commits took together.
+    pub commit_micros_sum: std::sync::atomic::AtomicU64,
+    /// Segments started from a file zero-filled ahead of time ([`NEXT_SEGMENT_FILE`]).
+    pub segments_prepared: std::sync::atomic::AtomicU64,
+    /// Segments started from an empty file, their zeros written by group commits: the
+    /// prepared file failed.
+    pub segments_unprepared: std::sync::atomic::AtomicU64,
     /// Set once a write failed: the log refuses appends until reopened.
     pub failed: std::sync::atomic::AtomicBool,
 }
 
 impl AuditStats {
-    fn record_batch(&self, n: usize) {
+    fn record_batch(&self, n: usize, commit: std::time::Duration) {
         use std::sync::atomic::Ordering::Relaxed;
         self.appends.fetch_add(n as u64, Relaxed);
         self.batches.fetch_add(1, Relaxed);
-        let slot = BATCH_SIZE_BUCKETS
-            .iter()
-            .position(|&b| n as u64 <= b)
-            .unwrap_or(BATCH_SIZE_BUCKETS.len());
-        self.batch_size_counts[slot].fetch_add(1, Relaxed);
+        self.batch_size_counts[bucket(&BATCH_SIZE_BUCKETS, n as u64)].fetch_add(1, Relaxed);
+        let micros = u64::try_from(commit.as_micros()).unwrap_or(u64::MAX);
+        self.commit_micros_counts[bucket(&COMMIT_MICROS_BUCKETS, micros)].fetch_add(1, Relaxed);
+        self.commit_micros_sum.fetch_add(micros, Relaxed);
     }
+}
+
+/// The histogram slot of `value`: the first bound it does not exceed, or one past the last.
+fn bucket(bounds: &[u64], value: u64) -> usize {
+    bounds
+        .iter()
+        .position(|&b| value <= b)
+        .unwrap_or(bounds.len())
 }
 
 impl AuditLog {
@@ -394,6 +426,7 @@ impl AuditLog {
             source,
         })?;
         let lock_file = take_dir_lock(dir)?;
+        remove_next_segment(dir)?;
         let mut tree = Tree::default();
         let replayed = replay_dir(dir, u64::MAX, |_, leaf, _| {
             tree.merkle.push(leaf);
@@ -471,6 +504,7 @@ impl AuditLog {
             failed: None,
             stats: Arc::clone(&stats),
             batch_signer,
+            next: None,
         };
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -778,6 +812,100 @@ struct Writer {
     stats: Arc<AuditStats>,
     /// Signs each batch holding sealed responses once ([`crate::seal::batch`]).
     batch_signer: Option<Arc<dyn crate::seal::Signer>>,
+    /// The next segment being zero-filled, from when the current one is half full.
+    next: Option<NextSegment>,
+}
+
+/// The next segment, zero-filled and synced by a thread of its own ([`NEXT_SEGMENT_FILE`]).
+struct NextSegment {
+    path: PathBuf,
+    /// Asks the thread to stop early (the log is closing).
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// The file, synced with its zeros, and its length.
+    handle: JoinHandle<std::io::Result<(File, u64)>>,
+}
+
+impl NextSegment {
+    /// Starts zero-filling `path` to `len` bytes.
+    fn start(path: PathBuf, len: u64) -> std::io::Result<NextSegment> {
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handle = std::thread::Builder::new()
+            .name("audit-next-segment".into())
+            .spawn({
+                let (path, cancel) = (path.clone(), Arc::clone(&cancel));
+                move || {
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(&path)?;
+                    // In steps, each synced: the writeback shares the device with the group
+                    // commits a step at a time.
+                    let mut at = 0;
+                    while at < len {
+                        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::Interrupted,
+                                "the audit log is closing",
+                            ));
+                        }
+                        let to = (at + ZERO_FILL_STEP_BYTES).min(len);
+                        write_zeros(&file, at, to)?;
+                        file.sync_data()?;
+                        at = to;
+                    }
+                    file.sync_all()?;
+                    Ok((file, len))
+                }
+            })?;
+        Ok(NextSegment {
+            path,
+            cancel,
+            handle,
+        })
+    }
+
+    /// The zero-filled file, waiting for the thread to finish it.
+    fn finish(self) -> std::io::Result<(File, u64)> {
+        self.handle
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the thread zero-filling it panicked")))
+    }
+
+    /// Stops the thread and removes its file.
+    fn abandon(self) {
+        self.cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let path = self.path.clone();
+        let _ = self.finish();
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// Writes zeros over `from..to` of `file`.
+fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Removes a [`NEXT_SEGMENT_FILE`] left by a writer that did not close.
+fn remove_next_segment(dir: &Path) -> Result<(), AuditError> {
+    let path = dir.join(NEXT_SEGMENT_FILE);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(AuditError::Io {
+            action: "remove the unfinished next segment",
+            path,
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 impl Writer {
@@ -790,12 +918,31 @@ impl Writer {
             self.write_batch(batch, &mut buf);
             if self.failed.is_none() && self.file_len >= self.segment_max_bytes {
                 self.next_segment();
+            } else if self.failed.is_none()
+                && self.next.is_none()
+                && self.file_len >= self.segment_max_bytes / 2
+            {
+                self.prepare_next_segment();
             }
+        }
+        if let Some(next) = self.next.take() {
+            next.abandon();
         }
         if self.failed.is_none()
             && let Err(err) = self.file.sync_data().and_then(|()| self.cut_zeros())
         {
             tracing::error!(path = %self.path.display(), %err, "final audit log sync failed");
+        }
+    }
+
+    /// Starts zero-filling the next segment; without it, the next segment starts empty.
+    fn prepare_next_segment(&mut self) {
+        let path = self.dir.join(NEXT_SEGMENT_FILE);
+        match NextSegment::start(path, self.segment_max_bytes) {
+            Ok(next) => self.next = Some(next),
+            Err(err) => {
+                tracing::warn!(dir = %self.dir.display(), %err, "cannot start zero-filling the next audit segment; it will start empty");
+            }
         }
     }
 
@@ -808,15 +955,7 @@ impl Writer {
         if end >= self.zeroed_end {
             // Zeros past the segment's size would only be cut at rotation.
             let target = (end + ZERO_AHEAD_BYTES).min(self.segment_max_bytes);
-            if target > end {
-                static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-                let mut at = end;
-                while at < target {
-                    let n = (target - at).min(ZEROS.len() as u64) as usize;
-                    self.file.write_all_at(&ZEROS[..n], at)?;
-                    at += n as u64;
-                }
-            }
+            write_zeros(&self.file, end, target)?;
             self.zeroed_end = target.max(end);
         }
         Ok(())
@@ -838,20 +977,29 @@ impl Writer {
     fn next_segment(&mut self) {
         let next = self.dir.join(segment_name(self.segment + 1));
         // Only the last segment may end in zeros: cut them before starting the next.
-        let opened = self.cut_zeros().and_then(|()| {
-            OpenOptions::new()
-                .create_new(true)
-                .write(true)
-                .open(&next)
-                .and_then(|f| File::open(&self.dir).and_then(|d| d.sync_all()).map(|()| f))
-        });
+        let opened = self
+            .cut_zeros()
+            .and_then(|()| match self.take_prepared(&next) {
+                Some(prepared) => Ok(prepared),
+                None => OpenOptions::new()
+                    .create_new(true)
+                    .write(true)
+                    .open(&next)
+                    .map(|f| (f, 0)),
+            })
+            .and_then(|f| File::open(&self.dir).and_then(|d| d.sync_all()).map(|()| f));
         match opened {
-            Ok(file) => {
+            Ok((file, zeroed)) => {
                 self.file = file;
                 self.path = next;
                 self.file_len = 0;
-                self.zeroed_end = 0;
+                self.zeroed_end = zeroed;
                 self.segment += 1;
+                let started = match zeroed {
+                    0 => &self.stats.segments_unprepared,
+                    _ => &self.stats.segments_prepared,
+                };
+                started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Err(err) => {
                 tracing::error!(path = %next.display(), %err, "cannot start the next audit segment; refusing further appends");
@@ -859,6 +1007,31 @@ impl Writer {
                 self.stats
                     .failed
                     .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The zero-filled next segment, linked in as `path` (not yet synced in the directory),
+    /// with its length; `None` when there is none, having logged why.
+    fn take_prepared(&mut self, path: &Path) -> Option<(File, u64)> {
+        let next = self.next.take()?;
+        let temp = next.path.clone();
+        // Started half a segment ago: finished, or nearly.
+        let linked = next
+            .finish()
+            .and_then(|prepared| fs::hard_link(&temp, path).map(|()| prepared));
+        match linked {
+            Ok(prepared) => {
+                if let Err(err) = fs::remove_file(&temp) {
+                    // Harmless: the next open removes it.
+                    tracing::warn!(path = %temp.display(), %err, "cannot remove the zero-filled segment's temporary name");
+                }
+                Some(prepared)
+            }
+            Err(err) => {
+                tracing::warn!(path = %path.display(), %err, "the zero-filled next audit segment failed; starting it empty");
+                let _ = fs::remove_file(&temp);
+                None
             }
         }
     }
@@ -873,6 +1046,7 @@ impl Writer {
             }
             return;
         }
+        let started = std::time::Instant::now();
         buf.clear();
         let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
         let mut index = self.next_index;
@@ -916,7 +1090,7 @@ impl Writer {
                     tree.root = log_root;
                 }
                 self.frontier = frontier;
-                self.stats.record_batch(pending.len());
+                self.stats.record_batch(pending.len(), started.elapsed());
                 let mut leaf_index = 0;
                 for (done, index, _, seal) in pending {
                     let seal = match (&batch, seal) {
@@ -1733,9 +1907,18 @@ mod tests {
             assert_eq!(log.append(entry(i)).await.unwrap(), i);
         }
         let (root, proof) = (log.root(), log.inclusion_proof(5, 40).unwrap());
+        let stats = Arc::clone(&log.stats);
+        // The live segment, moved to when it was zero-filled, is zeros after its last line.
+        let live = fs::read(segments(dir.path()).unwrap().last().unwrap()).unwrap();
+        let end = live.iter().rposition(|&b| b == b'\n').unwrap() + 1;
+        assert!(live.len() >= 3_000 && live[end..].iter().all(|&b| b == 0));
         drop(log);
         let segs = segments(dir.path()).unwrap();
         assert!(segs.len() > 3, "{} segments", segs.len());
+        // Each segment after the first was zero-filled while the one before filled up, and
+        // closing removed the one being zero-filled for the segment after the last.
+        assert_eq!(segments_started(&stats), (segs.len() as u64 - 1, 0));
+        assert!(!dir.path().join(NEXT_SEGMENT_FILE).exists());
         assert!(
             segs.iter()
                 .all(|p| fs::metadata(p).unwrap().len() < 3_000 + 2_000)
@@ -1780,6 +1963,65 @@ mod tests {
             .expect("refused")
             .to_string();
         assert!(err.contains("segment missing"), "{err}");
+    }
+
+    /// Segments started from a zero-filled file, and empty.
+    fn segments_started(stats: &AuditStats) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let prepared = stats.segments_prepared.load(Relaxed);
+        (prepared, stats.segments_unprepared.load(Relaxed))
+    }
+
+    #[tokio::test]
+    async fn a_segment_whose_zero_fill_failed_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open_with(dir.path(), 3_000).unwrap();
+        // A directory where the zero-filled file would go: creating it fails.
+        fs::create_dir(dir.path().join(NEXT_SEGMENT_FILE)).unwrap();
+        for i in 0..40 {
+            assert_eq!(log.append(entry(i)).await.unwrap(), i);
+        }
+        let stats = Arc::clone(&log.stats);
+        drop(log);
+        let segs = segments(dir.path()).unwrap();
+        assert!(segs.len() > 3, "{} segments", segs.len());
+        assert_eq!(segments_started(&stats), (0, segs.len() as u64 - 1));
+        // Opening refuses, naming what is in the way; once it is gone the log goes on.
+        let err = AuditLog::open_with(dir.path(), 3_000)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains(NEXT_SEGMENT_FILE), "{err}");
+        fs::remove_dir(dir.path().join(NEXT_SEGMENT_FILE)).unwrap();
+        let log = AuditLog::open_with(dir.path(), 3_000).unwrap();
+        assert_eq!(log.append(entry(40)).await.unwrap(), 40);
+        drop(log);
+        assert_eq!(verify_dir(dir.path(), None).unwrap().entries, 41);
+    }
+
+    #[tokio::test]
+    async fn a_crash_just_after_moving_to_a_zero_filled_segment_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open_with(dir.path(), 3_000).unwrap();
+        for i in 0..5 {
+            log.append(entry(i)).await.unwrap();
+        }
+        let root = log.root();
+        drop(log);
+        // What a writer killed between linking the zero-filled segment in and removing
+        // its temporary name leaves: both names, all zeros, and a zero fill under way.
+        let zeros = vec![0u8; 3_000];
+        fs::write(dir.path().join(segment_name(2)), &zeros).unwrap();
+        fs::write(dir.path().join(NEXT_SEGMENT_FILE), &zeros[..100]).unwrap();
+        let log = AuditLog::open_with(dir.path(), 3_000).unwrap();
+        assert_eq!((log.size(), log.root()), (5, root));
+        assert!(!dir.path().join(NEXT_SEGMENT_FILE).exists());
+        assert_eq!(log.append(entry(5)).await.unwrap(), 5);
+        drop(log);
+        let second = fs::read(dir.path().join(segment_name(2))).unwrap();
+        assert!(second.starts_with(b"{\"index\":5,") && second.ends_with(b"\n"));
+        assert!(!second.contains(&0));
+        assert_eq!(verify_dir(dir.path(), None).unwrap().entries, 6);
     }
 
     #[tokio::test]
