@@ -224,7 +224,7 @@ impl Metrics {
             &mut out,
             "sharebroker_audit_segments_started_total",
             "counter",
-            "Segments the writer moved on to: from a file zero-filled ahead of time, or empty (that file failed).",
+            "Segments the writer moved on to: from a file zero-filled ahead of time, or empty (no zero fill, or it failed).",
         );
         let _ = writeln!(
             out,

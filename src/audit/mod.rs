@@ -372,8 +372,8 @@ pub struct AuditStats {
     pub commit_micros_sum: std::sync::atomic::AtomicU64,
     /// Segments started from a file zero-filled ahead of time ([`NEXT_SEGMENT_FILE`]).
     pub segments_prepared: std::sync::atomic::AtomicU64,
-    /// Segments started from an empty file, their zeros written by group commits: the
-    /// prepared file failed.
+    /// Segments started from an empty file, their zeros written by group commits: the zero
+    /// fill failed, or had not been started.
     pub segments_unprepared: std::sync::atomic::AtomicU64,
     /// Set once a write failed: the log refuses appends until reopened.
     pub failed: std::sync::atomic::AtomicBool,
