@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use crate::audit::{AuditStats, BATCH_SIZE_BUCKETS, COMMIT_MICROS_BUCKETS};
+use crate::audit::{AuditStats, BATCH_SIZE_BUCKETS, COMMIT_MICROS_BUCKETS, MicrosHistogram};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 pub const LATENCY_BUCKETS_SECS: [f64; 14] = [
@@ -212,13 +212,21 @@ impl Metrics {
             "histogram",
             "Time from a group commit's write to its durable end (the fdatasync included).",
         );
-        audit_histogram(
+        micros_histogram(
             &mut out,
             "sharebroker_audit_commit_duration_seconds",
-            COMMIT_MICROS_BUCKETS.iter().map(|&b| b as f64 / 1e6),
-            &a.commit_micros_counts,
-            a.commit_micros_sum.load(Relaxed) as f64 / 1e6,
-            batches,
+            &a.commit_time,
+        );
+        head(
+            &mut out,
+            "sharebroker_audit_segment_start_duration_seconds",
+            "histogram",
+            "Time the writer spent moving on to the next segment, appends queueing meanwhile.",
+        );
+        micros_histogram(
+            &mut out,
+            "sharebroker_audit_segment_start_duration_seconds",
+            &a.segment_start_time,
         );
         head(
             &mut out,
@@ -290,6 +298,18 @@ fn audit_histogram(
     let _ = writeln!(
         out,
         "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+    );
+}
+
+/// An audit histogram of durations, in seconds.
+fn micros_histogram(out: &mut String, name: &str, h: &MicrosHistogram) {
+    audit_histogram(
+        out,
+        name,
+        COMMIT_MICROS_BUCKETS.iter().map(|&b| b as f64 / 1e6),
+        &h.counts,
+        h.sum_micros.load(Relaxed) as f64 / 1e6,
+        h.count(),
     );
 }
 
@@ -367,9 +387,14 @@ mod tests {
         stats.batches.store(2, Relaxed);
         stats.batch_size_counts[0].store(1, Relaxed); // a batch of 1
         stats.batch_size_counts[2].store(1, Relaxed); // a batch of 3 or 4
-        stats.commit_micros_counts[1].store(1, Relaxed); // 50-100 µs
-        stats.commit_micros_counts[5].store(1, Relaxed); // 1-2 ms
-        stats.commit_micros_sum.store(1_590, Relaxed);
+        stats.commit_time.counts[1].store(1, Relaxed); // 50-100 µs
+        stats.commit_time.counts[5].store(1, Relaxed); // 1-2 ms
+        stats.commit_time.sum_micros.store(1_590, Relaxed);
+        stats.segment_start_time.counts[10].store(1, Relaxed); // over 1 s
+        stats
+            .segment_start_time
+            .sum_micros
+            .store(2_500_000, Relaxed);
         stats.segments_prepared.store(3, Relaxed);
         let text = m.render(&snapshot(&stats));
         let s = parse(&text);
@@ -462,6 +487,17 @@ mod tests {
             value(&s, "sharebroker_audit_commit_duration_seconds_count"),
             2.0
         );
+        let start = |series: &str| {
+            value(
+                &s,
+                &format!("sharebroker_audit_segment_start_duration_seconds_{series}"),
+            )
+        };
+        assert_eq!(
+            [start("bucket{le=\"1\"}"), start("bucket{le=\"+Inf\"}")],
+            [0.0, 1.0]
+        );
+        assert_eq!([start("sum"), start("count")], [2.5, 1.0]);
         let started = |file: &str| {
             value(
                 &s,

@@ -11,9 +11,10 @@
 //!   a NUL byte, so readers stop at the first one; the writer cuts the zeros when it closes
 //!   or leaves a segment, and on open.
 //! - `next-segment.zeros`: the next segment, zero-filled to the segment size and synced off
-//!   the writer's path once the current segment is half full, then renamed into place when
-//!   the writer moves on: no group commit of the new segment waits for zeros or for the
-//!   file's blocks to be allocated. Not part of the log; removed on open and on close.
+//!   the writer's path once the current segment is half full, then linked in under the next
+//!   segment's name (and its own name removed) when the writer moves on: no group commit of
+//!   the new segment waits for zeros or for the file's blocks to be allocated. Not part of
+//!   the log; removed on open and on close.
 //! - `salts.jsonl`: one random salt per subject, `{"subject":"<hex sha256(key)>","salt":"<hex>"}`.
 //!   Entries carry only `hex(SHA-256(salt || key))`; deleting a subject's salt line erases the
 //!   link between the person and their entries without touching the tree.
@@ -349,8 +350,7 @@ pub struct AuditLog {
 
 /// Upper bounds of the batch-size histogram buckets (entries per fsync).
 pub const BATCH_SIZE_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
-/// Upper bounds of the commit-time histogram buckets, in microseconds: from a batch's write
-/// to its durable end (the `fdatasync` included).
+/// Upper bounds of the commit-time and segment-start histogram buckets, in microseconds.
 pub const COMMIT_MICROS_BUCKETS: [u64; 10] = [
     50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 1_000_000,
 ];
@@ -365,11 +365,12 @@ pub struct AuditStats {
     /// Batches of at most `BATCH_SIZE_BUCKETS[i]` entries (not cumulative);
     /// the last slot counts larger ones.
     pub batch_size_counts: [std::sync::atomic::AtomicU64; BATCH_SIZE_BUCKETS.len() + 1],
-    /// Durable batches whose commit took at most `COMMIT_MICROS_BUCKETS[i]` µs (not
-    /// cumulative); the last slot counts slower ones.
-    pub commit_micros_counts: [std::sync::atomic::AtomicU64; COMMIT_MICROS_BUCKETS.len() + 1],
-    /// Microseconds all durable batches' commits took together.
-    pub commit_micros_sum: std::sync::atomic::AtomicU64,
+    /// Durable batches by the time their commit took, from the write to the durable end.
+    pub commit_time: MicrosHistogram,
+    /// Segment starts by the time the writer spent on them (cutting the old segment's
+    /// zeros, waiting for the zero-filled next one, syncing the directory): appends queue
+    /// meanwhile.
+    pub segment_start_time: MicrosHistogram,
     /// Segments started from a file zero-filled ahead of time ([`NEXT_SEGMENT_FILE`]).
     pub segments_prepared: std::sync::atomic::AtomicU64,
     /// Segments started from an empty file, their zeros written by group commits: the zero
@@ -385,9 +386,34 @@ impl AuditStats {
         self.appends.fetch_add(n as u64, Relaxed);
         self.batches.fetch_add(1, Relaxed);
         self.batch_size_counts[bucket(&BATCH_SIZE_BUCKETS, n as u64)].fetch_add(1, Relaxed);
-        let micros = u64::try_from(commit.as_micros()).unwrap_or(u64::MAX);
-        self.commit_micros_counts[bucket(&COMMIT_MICROS_BUCKETS, micros)].fetch_add(1, Relaxed);
-        self.commit_micros_sum.fetch_add(micros, Relaxed);
+        self.commit_time.record(commit);
+    }
+}
+
+/// Durations counted by [`COMMIT_MICROS_BUCKETS`], read without locks.
+#[derive(Debug, Default)]
+pub struct MicrosHistogram {
+    /// Durations of at most `COMMIT_MICROS_BUCKETS[i]` µs (not cumulative); the last slot
+    /// counts longer ones.
+    pub counts: [std::sync::atomic::AtomicU64; COMMIT_MICROS_BUCKETS.len() + 1],
+    /// Microseconds of all of them together.
+    pub sum_micros: std::sync::atomic::AtomicU64,
+}
+
+impl MicrosHistogram {
+    fn record(&self, took: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.counts[bucket(&COMMIT_MICROS_BUCKETS, micros)].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    /// How many durations were counted.
+    pub fn count(&self) -> u64 {
+        let counts = self.counts.iter();
+        counts
+            .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -505,6 +531,7 @@ impl AuditLog {
             stats: Arc::clone(&stats),
             batch_signer,
             next: None,
+            next_started: false,
         };
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -814,6 +841,9 @@ struct Writer {
     batch_signer: Option<Arc<dyn crate::seal::Signer>>,
     /// The next segment being zero-filled, from when the current one is half full.
     next: Option<NextSegment>,
+    /// Whether the zero fill of the next segment was started (or failed to start) for the
+    /// current segment: once per segment.
+    next_started: bool,
 }
 
 /// The next segment, zero-filled and synced by a thread of its own ([`NEXT_SEGMENT_FILE`]).
@@ -834,10 +864,10 @@ impl NextSegment {
             .spawn({
                 let (path, cancel) = (path.clone(), Arc::clone(&cancel));
                 move || {
+                    // Never an existing file: a name left behind may still be a segment's.
                     let file = OpenOptions::new()
                         .write(true)
-                        .create(true)
-                        .truncate(true)
+                        .create_new(true)
                         .open(&path)?;
                     // In steps, each synced: the writeback shares the device with the group
                     // commits a step at a time.
@@ -919,7 +949,7 @@ impl Writer {
             if self.failed.is_none() && self.file_len >= self.segment_max_bytes {
                 self.next_segment();
             } else if self.failed.is_none()
-                && self.next.is_none()
+                && !self.next_started
                 && self.file_len >= self.segment_max_bytes / 2
             {
                 self.prepare_next_segment();
@@ -937,6 +967,7 @@ impl Writer {
 
     /// Starts zero-filling the next segment; without it, the next segment starts empty.
     fn prepare_next_segment(&mut self) {
+        self.next_started = true;
         let path = self.dir.join(NEXT_SEGMENT_FILE);
         match NextSegment::start(path, self.segment_max_bytes) {
             Ok(next) => self.next = Some(next),
@@ -975,6 +1006,7 @@ impl Writer {
     /// segment but the last ends on a complete line. A failure refuses all
     /// further appends, as a failed write does.
     fn next_segment(&mut self) {
+        let began = std::time::Instant::now();
         let next = self.dir.join(segment_name(self.segment + 1));
         // Only the last segment may end in zeros: cut them before starting the next.
         let opened = self
@@ -995,6 +1027,8 @@ impl Writer {
                 self.file_len = 0;
                 self.zeroed_end = zeroed;
                 self.segment += 1;
+                self.next_started = false;
+                self.stats.segment_start_time.record(began.elapsed());
                 let started = match zeroed {
                     0 => &self.stats.segments_unprepared,
                     _ => &self.stats.segments_prepared,
@@ -1016,14 +1050,16 @@ impl Writer {
     fn take_prepared(&mut self, path: &Path) -> Option<(File, u64)> {
         let next = self.next.take()?;
         let temp = next.path.clone();
-        // Started half a segment ago: finished, or nearly.
+        // Started half a segment ago: finished, or nearly (the wait is in the segment start
+        // time the stats keep).
         let linked = next
             .finish()
             .and_then(|prepared| fs::hard_link(&temp, path).map(|()| prepared));
         match linked {
             Ok(prepared) => {
                 if let Err(err) = fs::remove_file(&temp) {
-                    // Harmless: the next open removes it.
+                    // Harmless: the next zero fill refuses an existing name (and starts the
+                    // segment after empty, removing the name), as does the next open.
                     tracing::warn!(path = %temp.display(), %err, "cannot remove the zero-filled segment's temporary name");
                 }
                 Some(prepared)
@@ -2000,6 +2036,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_leftover_name_of_the_live_segment_is_never_zero_filled() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open_with(dir.path(), 3_000).unwrap();
+        // As if removing the temporary name failed after the live segment was linked in:
+        // the next zero fill must not open (and truncate) that file.
+        fs::hard_link(
+            dir.path().join(segment_name(1)),
+            dir.path().join(NEXT_SEGMENT_FILE),
+        )
+        .unwrap();
+        for i in 0..40 {
+            assert_eq!(log.append(entry(i)).await.unwrap(), i);
+        }
+        let stats = Arc::clone(&log.stats);
+        drop(log);
+        let segs = segments(dir.path()).unwrap();
+        // The second segment started empty (its zero fill refused the name, which was then
+        // removed); the ones after were zero-filled.
+        assert_eq!(segments_started(&stats), (segs.len() as u64 - 2, 1));
+        assert_eq!(verify_dir(dir.path(), None).unwrap().entries, 40);
+        assert!(!dir.path().join(NEXT_SEGMENT_FILE).exists());
+    }
+
+    #[tokio::test]
     async fn a_crash_just_after_moving_to_a_zero_filled_segment_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::open_with(dir.path(), 3_000).unwrap();
@@ -2009,10 +2069,13 @@ mod tests {
         let root = log.root();
         drop(log);
         // What a writer killed between linking the zero-filled segment in and removing
-        // its temporary name leaves: both names, all zeros, and a zero fill under way.
-        let zeros = vec![0u8; 3_000];
-        fs::write(dir.path().join(segment_name(2)), &zeros).unwrap();
-        fs::write(dir.path().join(NEXT_SEGMENT_FILE), &zeros[..100]).unwrap();
+        // its temporary name leaves: two names for one file of zeros.
+        fs::write(dir.path().join(segment_name(2)), vec![0u8; 3_000]).unwrap();
+        fs::hard_link(
+            dir.path().join(segment_name(2)),
+            dir.path().join(NEXT_SEGMENT_FILE),
+        )
+        .unwrap();
         let log = AuditLog::open_with(dir.path(), 3_000).unwrap();
         assert_eq!((log.size(), log.root()), (5, root));
         assert!(!dir.path().join(NEXT_SEGMENT_FILE).exists());
