@@ -65,8 +65,11 @@
 //! the mean time a lookup spends in the broker's handler (its own request
 //! histogram; commit wait included): the latency left over is TLS, HTTP,
 //! the queues of two shared cores and the client. And the commits' mean
-//! time (write to durable end) and how many took over 1 ms (the broker's
-//! commit histogram): every client waits out a slow commit.
+//! time (write to durable end) and how many took over 1 ms and over 10 ms
+//! (the broker's commit histogram): every client waits out a slow commit;
+//! the audit segment starts (appends queue meanwhile); and the lookups over
+//! 10 ms at the load generator against those over 10 ms in the broker's
+//! handler, which says whether a stall was the broker's.
 //!
 //! Targets: ≥ 20,000 req/s, p99 ≤ 10 ms, ≥ 1.0× pgbench, and broker CPU
 //! ≤ 15 µs per request. The machine has 2 cores shared by the broker, the
@@ -227,11 +230,20 @@ fn main() {
             c.entries / c.batches.max(1.0),
             c.handler_us
         );
-        if let Some((mean_us, slow)) = c.commit {
+        if let Some((mean_us, slow, stalled)) = c.commit {
             println!(
-                "           commits: {mean_us:.0} µs each on average (write to durable end), {slow:.0} per window over 1 ms"
+                "           commits: {mean_us:.0} µs each on average (write to durable end), {slow:.0} per window over 1 ms, {stalled:.0} over 10 ms"
             );
         }
+        if let Some((n, mean_ms)) = c.segment_starts {
+            println!(
+                "           audit segment starts: {n:.0} per window, {mean_ms:.1} ms each on average (appends queue meanwhile)"
+            );
+        }
+        println!(
+            "           lookups over 10 ms per window: {:.0} at the load generator, {:.0} in the broker's handler",
+            c.over_10ms.0, c.over_10ms.1
+        );
     }
     if let Some(ir) = broker.instructions_per_request {
         println!(
@@ -288,8 +300,13 @@ struct Commits {
     entries: f64,
     batches: f64,
     handler_us: f64,
-    /// Mean commit time (µs) and the commits over 1 ms, when the broker publishes them.
-    commit: Option<(f64, f64)>,
+    /// Mean commit time (µs) and the commits over 1 ms and over 10 ms, when the broker
+    /// publishes them.
+    commit: Option<(f64, f64, f64)>,
+    /// Lookups over 10 ms: as the load generator saw them, and in the broker's handler.
+    over_10ms: (f64, f64),
+    /// Audit segment starts and their mean time (ms), when the broker publishes them.
+    segment_starts: Option<(f64, f64)>,
 }
 
 /// The broker's counters behind [`Commits`], as its metrics give them
@@ -300,8 +317,13 @@ struct Counters {
     batches: f64,
     lookup_secs: f64,
     lookups: f64,
-    /// Seconds in commits, and commits of at most 1 ms (`None` from a broker without them).
-    commit: Option<(f64, f64)>,
+    /// Lookups whose handler took at most 10 ms.
+    lookups_within_10ms: f64,
+    /// Seconds in commits, and commits of at most 1 ms and 10 ms (`None` from a broker
+    /// without them).
+    commit: Option<(f64, f64, f64)>,
+    /// Seconds in audit segment starts, and their count (`None` from a broker without them).
+    segment_starts: Option<(f64, f64)>,
 }
 
 /// Cores busy on average over the measured window, and whose.
@@ -341,17 +363,35 @@ impl Figures {
                 entries: m(|f| f.group_commits.as_ref().map_or(0.0, |g| g.entries)),
                 batches: m(|f| f.group_commits.as_ref().map_or(0.0, |g| g.batches)),
                 handler_us: m(|f| f.group_commits.as_ref().map_or(0.0, |g| g.handler_us)),
+                segment_starts: first
+                    .group_commits
+                    .as_ref()
+                    .and_then(|g| g.segment_starts)
+                    .map(|_| {
+                        fn starts(f: &Figures) -> Option<(f64, f64)> {
+                            f.group_commits.as_ref().and_then(|g| g.segment_starts)
+                        }
+                        (
+                            m(|f| starts(f).map_or(0.0, |c| c.0)),
+                            m(|f| starts(f).map_or(0.0, |c| c.1)),
+                        )
+                    }),
+                over_10ms: (
+                    m(|f| f.group_commits.as_ref().map_or(0.0, |g| g.over_10ms.0)),
+                    m(|f| f.group_commits.as_ref().map_or(0.0, |g| g.over_10ms.1)),
+                ),
                 commit: first
                     .group_commits
                     .as_ref()
                     .and_then(|g| g.commit)
                     .map(|_| {
-                        fn commit(f: &Figures) -> Option<(f64, f64)> {
+                        fn commit(f: &Figures) -> Option<(f64, f64, f64)> {
                             f.group_commits.as_ref().and_then(|g| g.commit)
                         }
                         (
                             m(|f| commit(f).map_or(0.0, |c| c.0)),
                             m(|f| commit(f).map_or(0.0, |c| c.1)),
+                            m(|f| commit(f).map_or(0.0, |c| c.2)),
                         )
                     }),
             }),
@@ -1205,10 +1245,25 @@ async fn measure(
             batches: c1.batches - c0.batches,
             handler_us: (c1.lookup_secs - c0.lookup_secs) * 1e6
                 / (c1.lookups - c0.lookups).max(1.0),
-            commit: c0.commit.zip(c1.commit).map(|((s0, f0), (s1, f1))| {
-                let batches = c1.batches - c0.batches;
-                ((s1 - s0) * 1e6 / batches.max(1.0), batches - (f1 - f0))
-            }),
+            commit: c0
+                .commit
+                .zip(c1.commit)
+                .map(|((s0, f0, t0), (s1, f1, t1))| {
+                    let batches = c1.batches - c0.batches;
+                    (
+                        (s1 - s0) * 1e6 / batches.max(1.0),
+                        batches - (f1 - f0),
+                        batches - (t1 - t0),
+                    )
+                }),
+            segment_starts: c0
+                .segment_starts
+                .zip(c1.segment_starts)
+                .map(|((s0, n0), (s1, n1))| (n1 - n0, (s1 - s0) * 1e3 / (n1 - n0).max(1.0))),
+            over_10ms: (
+                all.iter().filter(|&&ns| ns > 10_000_000).count() as f64,
+                (c1.lookups - c0.lookups) - (c1.lookups_within_10ms - c0.lookups_within_10ms),
+            ),
         }),
         instructions_per_request: None,
     }
@@ -1268,9 +1323,24 @@ impl Agent {
             entries: metric("sharebroker_audit_appends_total")?,
             batches: metric("sharebroker_audit_batch_size_count")?,
             lookup_secs: lookup("sum")?,
-            commit: metric("sharebroker_audit_commit_duration_seconds_sum").zip(metric(
-                "sharebroker_audit_commit_duration_seconds_bucket{le=\"0.001\"}",
-            )),
+            segment_starts: metric("sharebroker_audit_segment_start_duration_seconds_sum").zip(
+                metric("sharebroker_audit_segment_start_duration_seconds_count"),
+            ),
+            lookups_within_10ms: metric(
+                "sharebroker_http_request_duration_seconds_bucket{route=\"/v1/cases/{case}/lookup\",le=\"0.01\"}",
+            )?,
+            commit: (|| {
+                let within = |le: &str| {
+                    metric(&format!(
+                        "sharebroker_audit_commit_duration_seconds_bucket{{le=\"{le}\"}}"
+                    ))
+                };
+                Some((
+                    metric("sharebroker_audit_commit_duration_seconds_sum")?,
+                    within("0.001")?,
+                    within("0.01")?,
+                ))
+            })(),
             lookups: lookup("count")?,
         })
     }
